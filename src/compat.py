@@ -1,0 +1,60 @@
+"""Environment fixes that must run before torchvision (and so timm, smp,
+pretrainedmodels) is imported. Import this module first; it is idempotent.
+
+Why: PyPI's torchvision 0.28 wheel is a CUDA build. On a CPU-only torch its
+``_C.so`` cannot load, and ``import torchvision`` then dies registering fake
+kernels for ``torchvision::nms``/``qnms``, whose schemas live in ``_C.so``.
+Declaring the two schemas ourselves lets models and transforms import; the
+ops themselves (torchvision.ops, torchvision.io) stay unusable, and nothing
+here needs them (images are read with OpenCV).
+"""
+import importlib.util
+import os
+from pathlib import Path
+
+# No hub is reachable: fail at once instead of retrying for a minute.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+_SCHEMAS = {
+    "nms": "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+    "qnms": "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+}
+_LIBRARY = None  # keeps the torch.library registration alive
+
+
+def torchvision_ops_loadable() -> bool:
+    """True when torchvision's compiled ops library loads on this torch."""
+    import torch
+
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or spec.origin is None:
+        return False
+    lib = Path(spec.origin).parent / "_C.so"
+    if not lib.exists():
+        return False
+    try:
+        torch.ops.load_library(str(lib))
+    except (OSError, RuntimeError):
+        return False
+    return True
+
+
+def patch_torchvision() -> bool:
+    """Declare the missing op schemas when needed. Returns True if patched."""
+    global _LIBRARY
+    import sys
+
+    import torch
+
+    if _LIBRARY is not None or "torchvision" in sys.modules:
+        return _LIBRARY is not None
+    if torchvision_ops_loadable():
+        return False
+    _LIBRARY = torch.library.Library("torchvision", "DEF")
+    for schema in _SCHEMAS.values():
+        _LIBRARY.define(schema)
+    return True
+
+
+patch_torchvision()

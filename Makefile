@@ -1,0 +1,58 @@
+# Recursion Cellular (RxRx1) pipeline. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON_SYS ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+DEMO_DIR ?= demo_out
+PYTEST_ARGS ?=
+
+# Docker (as in the seed): the Kaggle data and the output folder are mounted.
+IMAGE ?= kaggle-cell:latest
+CONTAINER ?= kaggle-cell
+DATA_DIR ?= /data
+OUT_DIR ?= $(CURDIR)/logs
+
+.PHONY: help install demo test test-fast bench clean run exec stop docker-build
+
+help:  ## list targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
+	$(PIP) install -q "pip<24.1"            # catalyst 22.4's metadata needs an older pip
+	$(PIP) install -q torch==2.13.0          # first, so nothing pulls a CUDA torch
+	$(PIP) install -q -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv and install the pinned requirements
+
+demo: install  ## run the pipeline on generated demo data (DEMO_DIR=demo_out)
+	PYTHON=$(PY) DEMO_DIR=$(DEMO_DIR) bash bin/demo.sh
+
+test: install  ## run the test suite (unit + end-to-end on tiny data)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install  ## unit tests only (skip the end-to-end script runs)
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+bench: install  ## speed benchmarks (print ratios against their targets)
+	$(PY) bench/bench_ensemble.py
+
+clean:  ## remove demo outputs and caches (keeps .venv)
+	rm -rf $(DEMO_DIR) .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +
+
+docker-build:  ## build the GPU image from docker/Dockerfile
+	docker build -f docker/Dockerfile -t $(IMAGE) .
+
+run: docker-build  ## start the container with DATA_DIR at /data and OUT_DIR at /logs
+	docker run -d --gpus all --ipc=host --name $(CONTAINER) \
+		-v $(DATA_DIR):/data:ro -v $(OUT_DIR):/logs -v $(CURDIR):/kaggle-cell \
+		-w /kaggle-cell $(IMAGE) sleep infinity
+
+exec:  ## open a shell in the running container
+	docker exec -it $(CONTAINER) bash
+
+stop:  ## stop and remove the container
+	docker rm -f $(CONTAINER)

@@ -1,0 +1,188 @@
+"""YAML configs: a base file plus overlays, seed-style CLI overrides, validation.
+
+A stage config names its parent with ``_base_: base.yml`` (relative to itself);
+overlays (e.g. ``configs/demo.yml``) are merged on top, then command-line
+overrides such as ``--data_params/channels=[1,2,3,4,5]``. Only keys present in
+the base can be set, so a typo is an error instead of a silently ignored knob.
+"""
+import copy
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Sequence
+
+import yaml
+
+from rxrx import DataError, check_channels
+
+BASE_KEY = "_base_"
+NORMALIZATIONS = ("image", "plate", "experiment", "none")
+
+
+class ConfigError(ValueError):
+    """A config key is missing, unknown or has a bad value; the message names it."""
+
+
+def read_yaml(path) -> Dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at top level")
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    return merge(read_yaml(path.parent / base), data, strict=False, where=str(path))
+
+
+def merge(base: Dict, update: Dict, strict: bool = True, where: str = "", prefix: str = "") -> Dict:
+    """Deep-merge ``update`` into a copy of ``base``; lists are replaced whole.
+
+    With ``strict`` a key absent from ``base`` raises ConfigError.
+    """
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        path = f"{prefix}{key}"
+        if key not in out:
+            if strict:
+                known = ", ".join(sorted(map(str, out)))
+                raise ConfigError(f"unknown config key '{path}' in {where or 'overrides'}; known here: {known}")
+            out[key] = copy.deepcopy(value)
+        elif isinstance(out[key], dict) and isinstance(value, dict):
+            out[key] = merge(out[key], value, strict, where, prefix=f"{path}/")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_overrides(args: Iterable[str]) -> Dict[str, Any]:
+    """``["--data_params/channels=[1,2]", "--seed", "3"]`` -> nested dict.
+
+    Values are parsed as YAML, so lists, numbers, null and booleans work.
+    """
+    nested: Dict[str, Any] = {}
+    args = list(args)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"cannot parse override '{arg}': expected --key/sub=value")
+        body = arg[2:]
+        if "=" in body:
+            key, raw = body.split("=", 1)
+        elif i + 1 < len(args):
+            key, raw = body, args[i + 1]
+            i += 1
+        else:
+            raise ConfigError(f"override '{arg}' has no value")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override --{key}: cannot parse value '{raw}': {e}") from None
+        node = nested
+        parts = [p for p in key.split("/") if p]
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+        i += 1
+    return nested
+
+
+def load_config(path, overlays: Sequence = (), overrides: Iterable[str] = ()) -> Dict[str, Any]:
+    """Resolve base + stage file + overlays + CLI overrides, then validate."""
+    cfg = read_yaml(path)
+    for overlay in overlays or ():
+        cfg = merge(cfg, read_yaml(overlay), strict=True, where=str(overlay))
+    cfg = merge(cfg, parse_overrides(overrides), strict=True, where="command-line overrides")
+    return validate(cfg)
+
+
+def _get(cfg: Dict, key: str):
+    node = cfg
+    for part in key.split("/"):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"config key '{key}' is missing")
+        node = node[part]
+    return node
+
+
+def _positive_int(cfg, key):
+    value = _get(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"config key '{key}' must be a positive integer, got {value!r}")
+
+
+def _non_negative_int(cfg, key):
+    value = _get(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"config key '{key}' must be an integer >= 0, got {value!r}")
+
+
+def _choice(cfg, key, choices):
+    value = _get(cfg, key)
+    if value not in choices:
+        raise ConfigError(f"config key '{key}' must be one of {list(choices)}, got {value!r}")
+
+
+def _pair(cfg, key, length=(2,)):
+    value = _get(cfg, key)
+    if not isinstance(value, (list, tuple)) or len(value) not in length:
+        raise ConfigError(f"config key '{key}' must be a list of {length} numbers, got {value!r}")
+
+
+def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Check types and ranges; fill ``model_params/n_channels`` from channels."""
+    try:
+        channels = check_channels(_get(cfg, "data_params/channels"))
+    except DataError as e:
+        raise ConfigError(f"config key 'data_params/channels': {e}") from None
+    cfg["data_params"]["channels"] = channels
+    n_channels = _get(cfg, "model_params/n_channels")
+    if n_channels is None:
+        cfg["model_params"]["n_channels"] = len(channels)
+    elif n_channels != len(channels):
+        raise ConfigError(
+            f"config key 'model_params/n_channels'={n_channels} does not match "
+            f"data_params/channels={channels} ({len(channels)} channels)"
+        )
+    for key in ("model_params/num_classes", "data_params/batch_size", "data_params/image_size"):
+        _positive_int(cfg, key)
+    _non_negative_int(cfg, "data_params/num_workers")
+    _choice(cfg, "data_params/normalization", NORMALIZATIONS)
+    for key in ("data_params/train_sites", "data_params/valid_sites"):
+        sites = _get(cfg, key)
+        if not isinstance(sites, list) or not sites or any(s not in (1, 2) for s in sites):
+            raise ConfigError(f"config key '{key}' must be a non-empty list of sites 1-2, got {sites!r}")
+    stages = _get(cfg, "stages")
+    if not isinstance(stages, dict) or not stages:
+        raise ConfigError("config key 'stages' must map stage names to their settings")
+    for name in stages:
+        _positive_int(cfg, f"stages/{name}/num_epochs")
+        _positive_int(cfg, f"stages/{name}/accumulation_steps")
+        sched = _get(cfg, f"stages/{name}/scheduler_params")
+        if sched and sched.get("scheduler") == "OneCycleLR":
+            _pair(cfg, f"stages/{name}/scheduler_params/lr_range", (2, 3))
+            _pair(cfg, f"stages/{name}/scheduler_params/momentum_range", (2, 3))
+            _non_negative_int(cfg, f"stages/{name}/scheduler_params/warmup_steps")
+    return cfg
+
+
+def dump(cfg: Dict[str, Any]) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)
+
+
+def stage_settings(cfg: Dict[str, Any], stage: str) -> Dict[str, Any]:
+    """A stage's settings: global optimizer/scheduler params overlaid by the stage's own."""
+    st = _get(cfg, f"stages/{stage}")
+    out = {"optimizer_params": merge(cfg["optimizer_params"], st.get("optimizer_params") or {}, strict=False)}
+    out.update({k: v for k, v in st.items() if k != "optimizer_params"})
+    return out
+
+
+def list_keys(cfg: Dict, prefix: str = "") -> List[str]:
+    keys = []
+    for k, v in cfg.items():
+        keys.append(prefix + k)
+        if isinstance(v, dict):
+            keys.extend(list_keys(v, prefix + k + "/"))
+    return keys

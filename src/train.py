@@ -1,0 +1,218 @@
+"""Train one run of a pipeline part (control / non_pseudo / pseudo) with Catalyst.
+
+    python src/train.py --config configs/config.yml --logdir LOGDIR \
+        [--overlay configs/demo.yml] [--data_params/channels=[1,2,3,4,5] ...]
+
+A run is the config's stages in order (a frozen-backbone warm-up, then the
+whole model with OneCycle). Each stage writes its Catalyst logs (CSV,
+TensorBoard) and checkpoints under LOGDIR/<stage>/ and marks itself done, so a
+restarted run skips finished stages; the whole run ends with
+LOGDIR/checkpoints/best.pth and LOGDIR/DONE.json, and a finished run is skipped.
+"""
+import compat  # noqa: F401  (must precede torchvision users)
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from catalyst import dl
+from catalyst.utils.misc import set_global_seed
+from catalyst.utils.torch import get_available_engine
+from torch.utils.data import DataLoader
+
+import config as cfglib
+from dataset import load_normalizer, make_dataset, worker_init_fn
+from fsutil import atomic_path, write_text
+from losses import create_criterion
+from metrics import classification_metrics
+from models import create_model, load_checkpoint
+from optim import create_optimizer, create_scheduler
+
+log = logging.getLogger("train")
+DONE_FILE = "DONE.json"
+BEST_CHECKPOINT = "checkpoints/best.pth"
+STAGE_DONE = "STAGE_DONE.json"
+
+
+class CellRunner(dl.Runner):
+    """Forward pass that averages the logits of every site in eval batches."""
+
+    def handle_batch(self, batch):
+        x = batch["features"]
+        if x.ndim == 5:  # (B, sites, C, H, W)
+            b, s = x.shape[:2]
+            logits = self.model(x.flatten(0, 1)).view(b, s, -1).mean(dim=1)
+        else:
+            logits = self.model(x)
+        self.batch = {**batch, "logits": logits}
+
+
+class EpochMetricsCallback(dl.Callback):
+    """top-1, top-3 and MAP@3 over a whole loader (not averaged per batch)."""
+
+    def __init__(self):
+        super().__init__(order=dl.CallbackOrder.Metric)
+
+    def on_loader_start(self, runner):
+        self.logits, self.targets = [], []
+
+    def on_batch_end(self, runner):
+        self.logits.append(runner.batch["logits"].detach().float().cpu())
+        self.targets.append(runner.batch["targets"].detach().cpu())
+
+    def on_loader_end(self, runner):
+        metrics = classification_metrics(torch.cat(self.logits), torch.cat(self.targets))
+        runner.loader_metrics.update(metrics)
+
+
+def make_loaders(cfg) -> "OrderedDict[str, DataLoader]":
+    dp = cfg["data_params"]
+    num_classes = cfg["model_params"]["num_classes"]
+    normalizer = load_normalizer(dp)
+    train_ds = make_dataset(dp, "train", num_classes, normalizer)
+    valid_ds = make_dataset(dp, "valid", num_classes, normalizer)
+    log.info("train wells: %d, valid wells: %d", len(train_ds), len(valid_ds))
+    common = dict(num_workers=dp["num_workers"], worker_init_fn=worker_init_fn,
+                  pin_memory=torch.cuda.is_available(), persistent_workers=dp["num_workers"] > 0)
+    return OrderedDict(
+        train=DataLoader(train_ds, batch_size=dp["batch_size"], shuffle=True, drop_last=dp["drop_last"], **common),
+        valid=DataLoader(valid_ds, batch_size=dp["valid_batch_size"] or dp["batch_size"], shuffle=False, **common),
+    )
+
+
+def save_final(model, cfg, path: Path, metric: dict) -> None:
+    """Weights plus what inference needs to rebuild and check the model."""
+    payload = {
+        "model_state_dict": model.state_dict(),
+        "model_params": {k: v for k, v in cfg["model_params"].items() if k not in ("weight", "pretrained")},
+        "channels": cfg["data_params"]["channels"],
+        "image_size": cfg["data_params"]["image_size"],
+        "metric": metric,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def run_stage(cfg, name, model, loaders, logdir: Path, engine) -> dict:
+    st = cfglib.stage_settings(cfg, name)
+    sp = cfg["state_params"]
+    model.freeze_backbone(bool(st.get("freeze_backbone")))
+    optimizer = create_optimizer(model.parameters(), **st["optimizer_params"])
+    accum = st["accumulation_steps"]
+    scheduler = create_scheduler(optimizer, st.get("scheduler_params"), st["num_epochs"], len(loaders["train"]))
+    criterion = {
+        "train": create_criterion(**cfg["criterion_params"]),
+        "valid": create_criterion(**cfg["valid_criterion_params"]),
+    }
+    callbacks = [
+        dl.ControlFlowCallbackWrapper(
+            dl.CriterionCallback(input_key="logits", target_key="targets", metric_key="loss", criterion_key="train"),
+            loaders="train"),
+        dl.ControlFlowCallbackWrapper(
+            dl.CriterionCallback(input_key="logits", target_key="targets", metric_key="loss", criterion_key="valid"),
+            ignore_loaders="train"),
+        dl.BackwardCallback(metric_key="loss"),
+        dl.OptimizerCallback(metric_key="loss", accumulation_steps=accum),
+        EpochMetricsCallback(),
+        dl.CheckpointCallback(logdir=str(logdir / "checkpoints"), loader_key="valid", metric_key=sp["main_metric"],
+                              minimize=sp["minimize_metric"], topk=1, load_best_on_end=True),
+    ]
+    if scheduler is not None:
+        callbacks.append(dl.SchedulerCallback(mode="batch"))
+    runner = CellRunner()
+    runner.train(
+        model=model, engine=engine, criterion=criterion, optimizer=optimizer, scheduler=scheduler,
+        loaders=loaders, callbacks=callbacks, num_epochs=st["num_epochs"], logdir=str(logdir),
+        valid_loader="valid", valid_metric=sp["main_metric"], minimize_valid_metric=sp["minimize_metric"],
+        loggers={"console": dl.ConsoleLogger(), "csv": dl.CSVLogger(str(logdir)),
+                 "tensorboard": dl.TensorboardLogger(str(logdir))},
+        seed=cfg["seed"], verbose=True,
+    )
+    history = {epoch: m.get("valid", {}) for epoch, m in runner.experiment_metrics.items()}
+    scores = {e: h[sp["main_metric"]] for e, h in history.items() if sp["main_metric"] in h}
+    pick = min if sp["minimize_metric"] else max
+    best_epoch = pick(scores, key=scores.get)
+    return {"stage": name, "best_epoch": best_epoch, "valid": history[best_epoch]}
+
+
+def train(cfg, logdir, force: bool = False) -> dict:
+    logdir = Path(logdir)
+    done = logdir / DONE_FILE
+    if done.exists() and not force:
+        log.info("run already finished, skipping: %s", logdir)
+        return json.loads(done.read_text())
+    logdir.mkdir(parents=True, exist_ok=True)
+    write_text(cfglib.dump(cfg), logdir / "config.yml")
+    log.info("config:\n%s", cfglib.dump(cfg))
+    set_global_seed(cfg["seed"])
+    started = time.time()
+    loaders = make_loaders(cfg)
+    model = create_model(**cfg["model_params"])
+    engine = get_available_engine(cpu=cfg["engine_params"]["cpu"], fp16=cfg["engine_params"]["amp"])
+    result = {}
+    for name in cfg["stages"]:
+        stage_dir = logdir / name
+        best = stage_dir / "checkpoints" / "model.best.pth"
+        marker = stage_dir / STAGE_DONE
+        if marker.exists() and best.exists() and not force:
+            log.info("stage %s already finished, loading its best checkpoint", name)
+            result = json.loads(marker.read_text())
+        else:
+            if cfg["stages"][name].get("load_best") and result:
+                model.load_state_dict(load_checkpoint(result["checkpoint"]))
+            result = run_stage(cfg, name, model, loaders, stage_dir, engine)
+            result["checkpoint"] = str(best)
+            write_text(json.dumps(result, indent=2), marker)
+        # the best epoch of this stage is where the next one starts (or the run ends)
+        model.load_state_dict(load_checkpoint(best))
+        log.info("stage %s best epoch %s: %s", name, result["best_epoch"], result["valid"])
+    model.freeze_backbone(False)
+    save_final(model, cfg, logdir / BEST_CHECKPOINT, result["valid"])
+    summary = {"logdir": str(logdir), "valid": result["valid"], "minutes": round((time.time() - started) / 60, 2),
+               "channels": cfg["data_params"]["channels"], "num_classes": cfg["model_params"]["num_classes"]}
+    write_text(json.dumps(summary, indent=2), done)
+    return summary
+
+
+def setup_logging(logdir=None) -> None:
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if logdir is not None:
+        Path(logdir).mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(Path(logdir) / "train.log"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        handlers=handlers, force=True)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="stage YAML, e.g. configs/config.yml")
+    p.add_argument("--logdir", required=True, help="run folder (checkpoints, logs, resolved config)")
+    p.add_argument("--overlay", action="append", default=[], help="extra YAML merged on top (repeatable)")
+    p.add_argument("--force", action="store_true", help="retrain even if the run or a stage finished")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    return p.parse_known_args(argv)
+
+
+def main(argv=None) -> int:
+    args, overrides = parse_args(argv)
+    try:
+        cfg = cfglib.load_config(args.config, [o for o in args.overlay if o], overrides)
+    except cfglib.ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(cfglib.dump(cfg))
+        return 0
+    setup_logging(args.logdir)
+    summary = train(cfg, args.logdir, force=args.force)
+    log.info("done: %s", json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

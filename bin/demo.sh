@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The whole seed flow on generated demo data (what `make demo` runs):
+# data -> folds -> Part I -> Part II -> predict-all -> ensemble -> pseudo labels
+# -> Part III -> predict-all -> ensemble -> submission.csv + report.
+# Re-running continues where it stopped (finished runs and predictions are skipped).
+set -euo pipefail
+
+export PYTHON="${PYTHON:-python}"
+DEMO_DIR="${DEMO_DIR:-demo_out}"
+export DATA_DIR="$DEMO_DIR/data"
+export LOG_DIR="$DEMO_DIR/logs"
+export CSV_DIR="$DEMO_DIR/csv"
+export PSEUDO_CSV_DIR="$DEMO_DIR/csv/pseudo"
+export MODEL="${MODEL:-timm}"
+export MODEL_NAME="${MODEL_NAME:-test_resnet}"
+export CHANNELS="${CHANNELS:-[1,2,3,4,5] [2,3,4,5,6]}"
+export FOLDS="${FOLDS:-0 1}"
+PRED_DIR="$DEMO_DIR/predictions"
+ENS_DIR="$DEMO_DIR/ensemble"
+REPORT_DIR="$DEMO_DIR/report"
+
+SECONDS=0
+"$PYTHON" src/make_demo_data.py --out_dir "$DATA_DIR"
+"$PYTHON" src/make_folds.py --data_root "$DATA_DIR" --out_dir "$CSV_DIR"
+
+OVERLAY=configs/demo_control.yml bash bin/train_control.sh
+OVERLAY=configs/demo.yml bash bin/train.sh
+echo "Parts I-II done in ${SECONDS}s"
+
+"$PYTHON" src/inference.py predict-all --data_root "$DATA_DIR" --model_root "$LOG_DIR/non_pseudo" \
+    --model_name "$MODEL_NAME" --out_dir "$PRED_DIR/non_pseudo"
+"$PYTHON" src/ensemble.py --data_root "$DATA_DIR" --pred_dirs "$PRED_DIR/non_pseudo" --out_dir "$ENS_DIR/non_pseudo"
+"$PYTHON" src/make_pseudo.py --data_root "$DATA_DIR" --ensemble_dir "$ENS_DIR/non_pseudo" \
+    --csv_dir "$CSV_DIR" --out_dir "$PSEUDO_CSV_DIR"
+
+OVERLAY=configs/demo.yml bash bin/train_pseudo.sh
+"$PYTHON" src/inference.py predict-all --data_root "$DATA_DIR" --model_root "$LOG_DIR/pseudo" \
+    --model_name "$MODEL_NAME" --out_dir "$PRED_DIR/pseudo"
+"$PYTHON" src/ensemble.py --data_root "$DATA_DIR" --pred_dirs "$PRED_DIR/pseudo" --out_dir "$ENS_DIR/pseudo"
+cp "$ENS_DIR/pseudo/submission.csv" "$DEMO_DIR/submission.csv"
+
+"$PYTHON" src/report.py ensemble --ensemble_dir "$ENS_DIR/non_pseudo" --data_root "$DATA_DIR" --out_dir "$REPORT_DIR"
+"$PYTHON" src/report.py ensemble --ensemble_dir "$ENS_DIR/pseudo" --data_root "$DATA_DIR" --out_dir "$REPORT_DIR"
+echo
+echo "Validation scores of every run (top1 vs chance = 1/classes):"
+"$PYTHON" src/report.py runs --log_dir "$LOG_DIR" --out_csv "$REPORT_DIR/runs.csv"
+echo "demo finished in ${SECONDS}s: $DEMO_DIR/submission.csv, report in $REPORT_DIR"

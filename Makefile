@@ -13,7 +13,7 @@ CONTAINER ?= kaggle-cell
 DATA_DIR ?= /data
 OUT_DIR ?= $(CURDIR)/logs
 
-.PHONY: help install demo test test-fast bench clean run exec stop docker-build
+.PHONY: help install demo test test-fast lint bench clean run exec stop docker-build
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ test: install  ## run the test suite (unit + end-to-end on tiny data)
 
 test-fast: install  ## unit tests only (skip the end-to-end script runs)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: install  ## static checks (ruff: pyflakes rules and syntax errors)
+	$(VENV)/bin/ruff check src tests bench
 
 bench: install  ## speed benchmarks (print ratios against their targets)
 	$(PY) bench/bench_ensemble.py

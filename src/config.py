@@ -21,18 +21,43 @@ class ConfigError(ValueError):
     """A config key is missing, unknown or has a bad value; the message names it."""
 
 
-def read_yaml(path) -> Dict[str, Any]:
+def _read_file(path) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     with open(path) as f:
-        data = yaml.safe_load(f) or {}
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"cannot parse {path}: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping at top level")
-    base = data.pop(BASE_KEY, None)
-    if base is None:
-        return data
-    return merge(read_yaml(path.parent / base), data, strict=False, where=str(path))
+    return data
+
+
+def read_chain(path) -> List[tuple]:
+    """[(path, mapping), ...] from the root of the ``_base_`` chain down to ``path``."""
+    chain, seen = [], set()
+    path = Path(path)
+    while path is not None:
+        if path.resolve() in seen:
+            raise ConfigError(f"{path}: _base_ chain loops back on itself")
+        seen.add(path.resolve())
+        data = _read_file(path)
+        base = data.pop(BASE_KEY, None)
+        chain.insert(0, (path, data))
+        path = path.parent / base if base else None
+    return chain
+
+
+def read_yaml(path, strict: bool = False) -> Dict[str, Any]:
+    """A file merged over its ``_base_`` chain; with ``strict`` each file may only
+    set keys its bases define (stage files over base.yml)."""
+    chain = read_chain(path)
+    cfg = chain[0][1]
+    for file, data in chain[1:]:
+        cfg = merge(cfg, data, strict=strict, where=str(file))
+    return cfg
 
 
 def merge(base: Dict, update: Dict, strict: bool = True, where: str = "", prefix: str = "") -> Dict:
@@ -70,7 +95,7 @@ def parse_overrides(args: Iterable[str]) -> Dict[str, Any]:
         body = arg[2:]
         if "=" in body:
             key, raw = body.split("=", 1)
-        elif i + 1 < len(args):
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
             key, raw = body, args[i + 1]
             i += 1
         else:
@@ -90,7 +115,7 @@ def parse_overrides(args: Iterable[str]) -> Dict[str, Any]:
 
 def load_config(path, overlays: Sequence = (), overrides: Iterable[str] = ()) -> Dict[str, Any]:
     """Resolve base + stage file + overlays + CLI overrides, then validate."""
-    cfg = read_yaml(path)
+    cfg = read_yaml(path, strict=True)
     for overlay in overlays or ():
         cfg = merge(cfg, read_yaml(overlay), strict=True, where=str(overlay))
     cfg = merge(cfg, parse_overrides(overrides), strict=True, where="command-line overrides")
@@ -161,8 +186,8 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
         _positive_int(cfg, f"stages/{name}/accumulation_steps")
         sched = _get(cfg, f"stages/{name}/scheduler_params")
         if sched and sched.get("scheduler") == "OneCycleLR":
-            _pair(cfg, f"stages/{name}/scheduler_params/lr_range", (2, 3))
-            _pair(cfg, f"stages/{name}/scheduler_params/momentum_range", (2, 3))
+            _pair(cfg, f"stages/{name}/scheduler_params/lr_range")
+            _pair(cfg, f"stages/{name}/scheduler_params/momentum_range")
             _non_negative_int(cfg, f"stages/{name}/scheduler_params/warmup_steps")
     return cfg
 

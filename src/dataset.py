@@ -4,6 +4,7 @@ A dataset is a *table* of wells (experiment, plate, well, dataset, label) plus
 an image source (rxrx.load_site). The three table kinds of the seed are
 registered in TABLES; new input formats register another builder.
 """
+import inspect
 import logging
 import random
 from pathlib import Path
@@ -156,6 +157,12 @@ def build_transforms(specs: Optional[List[dict]]) -> Optional[A.Compose]:
         cls = getattr(A, str(name), None)
         if not isinstance(cls, type):
             raise DataError(f"augmentations[{i}]: unknown albumentations transform '{name}'")
+        # albumentations only warns about unknown arguments; a typo must not pass silently
+        params = inspect.signature(cls.__init__).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            unknown = sorted(set(spec) - set(params))
+            if unknown:
+                raise DataError(f"augmentations[{i}] {name}: unknown argument(s) {unknown}")
         try:
             out.append(cls(**spec))
         except (TypeError, ValueError) as e:
@@ -223,6 +230,7 @@ def make_dataset(data_params: dict, split: str, num_classes: Optional[int] = Non
                  normalizer: Optional[Normalizer] = None, csv=None, kind=None) -> CellDataset:
     """Build the train/valid/test dataset that ``data_params`` describes."""
     train = split == "train"
+    channels = rxrx.check_channels(data_params["channels"])
     csv = csv or data_params[f"{split}_csv"]
     kind = kind or data_params["dataset"]
     table = TABLES.build(kind, csv=csv, control_offset=data_params.get("control_offset", rxrx.N_TREATMENTS))
@@ -230,12 +238,12 @@ def make_dataset(data_params: dict, split: str, num_classes: Optional[int] = Non
         check_labels(table, num_classes, csv)
     sites = data_params["train_sites"] if train else data_params["valid_sites"]
     if data_params.get("check_files", True):
-        verify_files(table, data_params["root"], data_params["channels"], sites, source=csv)
+        verify_files(table, data_params["root"], channels, sites, source=csv)
     augs = (data_params.get("augmentations") or {}).get("train" if train else "valid")
     return CellDataset(
         table,
         root=data_params["root"],
-        channels=data_params["channels"],
+        channels=channels,
         sites=sites,
         image_size=data_params["image_size"],
         normalizer=normalizer or load_normalizer(data_params),

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
-import fire
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+import cli
 import fsutil
 import plates
 import rxrx
@@ -397,5 +397,4 @@ def main(
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    fire.Fire(main)
+    cli.run(main)

@@ -16,14 +16,13 @@ import logging
 from pathlib import Path
 from typing import List, Optional
 
-import fire
 import numpy as np
-import pandas as pd
 import torch
 import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+import cli
 import rxrx
 from dataset import load_normalizer, make_dataset
 from fsutil import write_csv, write_npy
@@ -154,13 +153,5 @@ def predict_all(data_root, model_root, model_name, out_dir, sites=(1, 2), tta: s
                             overwrite, image_size, test_csv)) for r in runs]
 
 
-def _cli():
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        fire.Fire({"predict-all": predict_all, "predict_all": predict_all})
-    except (DataError, FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"error: {e}")
-
-
 if __name__ == "__main__":
-    _cli()
+    cli.run({"predict-all": predict_all, "predict_all": predict_all})

@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 
 import cv2
-import fire
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+import cli
 import fsutil
 import rxrx
 
@@ -245,5 +245,4 @@ def main(out_dir="data/demo", n_sirnas=32, n_controls=4, cell_types=4, train_exp
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    fire.Fire(main)
+    cli.run(main)

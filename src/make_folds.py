@@ -10,11 +10,11 @@ import json
 import logging
 from pathlib import Path
 
-import fire
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+import cli
 import fsutil
 import rxrx
 
@@ -117,5 +117,4 @@ def main(data_root, out_dir="csv", n_folds=5, seed=42, control_valid_per_type=1)
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    fire.Fire(main)
+    cli.run(main)

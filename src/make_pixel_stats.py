@@ -9,11 +9,11 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import fire
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+import cli
 import fsutil
 import rxrx
 
@@ -99,5 +99,4 @@ def main(data_root, out=None, workers: int = 4):
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    fire.Fire(main)
+    cli.run(main)

@@ -13,9 +13,9 @@ import logging
 import re
 from pathlib import Path
 
-import fire
 import pandas as pd
 
+import cli
 import rxrx
 from fsutil import write_csv, write_text
 from rxrx import DataError
@@ -96,8 +96,4 @@ def main(data_root, ensemble_dir, csv_dir="csv", out_dir="csv/pseudo", experimen
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        fire.Fire(main)
-    except DataError as e:
-        raise SystemExit(f"error: {e}")
+    cli.run(main)

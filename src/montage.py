@@ -8,9 +8,9 @@ import logging
 from pathlib import Path
 
 import cv2
-import fire
 import numpy as np
 
+import cli
 import fsutil
 import rxrx
 
@@ -100,5 +100,4 @@ def main(root, csv, out_png, dataset="train", site=1, max_wells=8, channels=rxrx
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    fire.Fire(main)
+    cli.run(main)

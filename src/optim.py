@@ -29,8 +29,7 @@ class OneCycleWarmup(torch.optim.lr_scheduler.LRScheduler):
     """The seed's OneCycle, stepped once per batch.
 
     lr ramps linearly from the optimizer's lr to ``lr_range[0]`` over
-    ``warmup_steps`` epochs, then down to ``lr_range[1]`` (and to ``lr_range[2]``
-    if given) by the last batch; momentum (beta1 for Adam-type optimizers) moves
+    ``warmup_steps`` epochs, then down to ``lr_range[1]`` by the last batch; momentum (beta1 for Adam-type optimizers) moves
     from ``momentum_range[1]`` to ``[0]`` during warm-up and back afterwards.
     Epoch counts become batch counts via ``steps_per_epoch``, so nothing needs
     the loader length later (catalyst 22's own OneCycle recalculates that wrongly
@@ -39,6 +38,9 @@ class OneCycleWarmup(torch.optim.lr_scheduler.LRScheduler):
 
     def __init__(self, optimizer, num_epochs: int, steps_per_epoch: int, lr_range,
                  warmup_steps: int = 0, momentum_range=(0.85, 0.95), last_epoch: int = -1):
+        if len(lr_range) != 2 or len(momentum_range) != 2:
+            raise ValueError(f"OneCycleLR takes lr_range [peak, final] and momentum_range [low, high], "
+                             f"got {list(lr_range)} and {list(momentum_range)}")
         total = max(1, int(num_epochs) * int(steps_per_epoch))
         warm = min(total, int(warmup_steps) * int(steps_per_epoch))
         init_lr = optimizer.param_groups[0]["lr"]

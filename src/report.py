@@ -7,13 +7,13 @@ import json
 import logging
 from pathlib import Path
 
-import fire
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+import cli
 import rxrx  # noqa: E402
 from fsutil import atomic_path, write_csv  # noqa: E402
 from montage import write_montage  # noqa: E402
@@ -124,8 +124,4 @@ def ensemble(ensemble_dir, data_root, out_dir, name: str = None, montage_wells: 
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        fire.Fire({"runs": runs, "ensemble": ensemble})
-    except rxrx.DataError as e:
-        raise SystemExit(f"error: {e}")
+    cli.run({"runs": runs, "ensemble": ensemble})

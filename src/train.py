@@ -25,6 +25,7 @@ from catalyst.utils.misc import set_global_seed
 from catalyst.utils.torch import get_available_engine
 from torch.utils.data import DataLoader
 
+import cli
 import config as cfglib
 from dataset import load_normalizer, make_dataset, worker_init_fn
 from fsutil import atomic_path, write_text
@@ -37,6 +38,8 @@ log = logging.getLogger("train")
 DONE_FILE = "DONE.json"
 BEST_CHECKPOINT = "checkpoints/best.pth"
 STAGE_DONE = "STAGE_DONE.json"
+STAGE_BEST = "checkpoints/model.best.pth"  # written by catalyst's CheckpointCallback
+STAGE_LAST = "checkpoints/model.last.pth"
 
 
 class CellRunner(dl.Runner):
@@ -154,23 +157,24 @@ def train(cfg, logdir, force: bool = False) -> dict:
     loaders = make_loaders(cfg)
     model = create_model(**cfg["model_params"])
     engine = get_available_engine(cpu=cfg["engine_params"]["cpu"], fp16=cfg["engine_params"]["amp"])
-    result = {}
-    for name in cfg["stages"]:
+    result, previous = {}, None
+    for name, stage in cfg["stages"].items():
         stage_dir = logdir / name
-        best = stage_dir / "checkpoints" / "model.best.pth"
         marker = stage_dir / STAGE_DONE
-        if marker.exists() and best.exists() and not force:
-            log.info("stage %s already finished, loading its best checkpoint", name)
+        if marker.exists() and (stage_dir / STAGE_BEST).exists() and not force:
+            log.info("stage %s already finished, not retraining it", name)
             result = json.loads(marker.read_text())
         else:
-            if cfg["stages"][name].get("load_best") and result:
-                model.load_state_dict(load_checkpoint(result["checkpoint"]))
+            if previous is not None:
+                # start where the previous stage ended: its best epoch, or its last one
+                start = previous / (STAGE_BEST if stage.get("load_best") else STAGE_LAST)
+                model.load_state_dict(load_checkpoint(start))
             result = run_stage(cfg, name, model, loaders, stage_dir, engine)
-            result["checkpoint"] = str(best)
             write_text(json.dumps(result, indent=2), marker)
-        # the best epoch of this stage is where the next one starts (or the run ends)
-        model.load_state_dict(load_checkpoint(best))
         log.info("stage %s best epoch %s: %s", name, result["best_epoch"], result["valid"])
+        previous = stage_dir
+    # the run's model is the best epoch of its last stage
+    model.load_state_dict(load_checkpoint(previous / STAGE_BEST))
     model.freeze_backbone(False)
     save_final(model, cfg, logdir / BEST_CHECKPOINT, result["valid"])
     summary = {"logdir": str(logdir), "valid": result["valid"], "minutes": round((time.time() - started) / 60, 2),
@@ -179,13 +183,10 @@ def train(cfg, logdir, force: bool = False) -> dict:
     return summary
 
 
-def setup_logging(logdir=None) -> None:
-    handlers = [logging.StreamHandler(sys.stderr)]
-    if logdir is not None:
-        Path(logdir).mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(Path(logdir) / "train.log"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        handlers=handlers, force=True)
+def setup_logging(logdir) -> None:
+    """Log to stderr and to train.log next to the checkpoints."""
+    Path(logdir).mkdir(parents=True, exist_ok=True)
+    cli.setup_logging(logging.FileHandler(Path(logdir) / "train.log"))
 
 
 def parse_args(argv=None):
@@ -209,7 +210,11 @@ def main(argv=None) -> int:
         print(cfglib.dump(cfg))
         return 0
     setup_logging(args.logdir)
-    summary = train(cfg, args.logdir, force=args.force)
+    try:
+        summary = train(cfg, args.logdir, force=args.force)
+    except cli.USER_ERRORS as e:
+        log.debug("failed", exc_info=True)
+        cli.fail(e)
     log.info("done: %s", json.dumps(summary))
     return 0
 

@@ -1,0 +1,389 @@
+"""Well tables, site loading, normalisation, augmentation and bad-input errors."""
+import os
+import shutil
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import rxrx
+from config import load_config
+from dataset import (TABLE_COLUMNS, TABLES, CellDataset, Normalizer, build_transforms, load_normalizer,
+                     make_dataset, verify_files)
+from rxrx import DataError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+N_SIRNAS, CONTROL_OFFSET, N_CONTROLS = 16, 16, 4  # conftest.DEMO_KWARGS
+NATIVE = 32  # demo image size
+
+
+@pytest.fixture
+def dp(demo_root, demo_csv):
+    """The demo config's data_params on the demo set: channels [1,3,5], 24 px, no augmentation."""
+    cfg = load_config(CONFIGS / "config.yml", [CONFIGS / "demo.yml"], [
+        f"--data_params/root={demo_root}", f"--data_params/train_csv={demo_csv}/train_0.csv",
+        f"--data_params/valid_csv={demo_csv}/valid_0.csv", "--data_params/channels=[1,3,5]",
+        "--data_params/image_size=24", "--data_params/normalization=image",
+        "--data_params/augmentations={train: [], valid: []}"])
+    return cfg["data_params"]
+
+
+@pytest.fixture(scope="module")
+def stats(demo_root):
+    return pd.read_csv(demo_root / "pixel_stats.csv")
+
+
+@pytest.fixture
+def root_copy(demo_root, tmp_path):
+    """A hard-linked copy of the demo set that a test may break (unlink before rewriting a file)."""
+    dst = tmp_path / "data"
+    shutil.copytree(demo_root, dst, copy_function=os.link)
+    return dst
+
+
+def _raw(root, row, site, channels):
+    return rxrx.load_site(root, row["dataset"], row["experiment"], row["plate"], row["well"], site, channels)
+
+
+# ------------------------------------------------------------------ tables
+
+
+def test_non_pseudo_table(demo_csv):
+    csv = demo_csv / "train_0.csv"
+    src = pd.read_csv(csv)
+    table = TABLES.build("non_pseudo", csv=csv)
+    assert list(table.columns[:len(TABLE_COLUMNS)]) == TABLE_COLUMNS
+    assert len(table) == len(src)
+    assert (table["dataset"] == "train").all()
+    assert (table["label"] == src["sirna"]).all()
+    assert set(table["label"]) <= set(range(N_SIRNAS))
+    assert list(table["id_code"]) == [f"{e}_{p}_{w}" for e, p, w in zip(src.experiment, src.plate, src.well)]
+
+
+def test_pseudo_table_mixes_train_and_test(demo_root, demo_csv, tmp_path, dp):
+    train = pd.read_csv(demo_csv / "train_0.csv").assign(dataset="train")
+    test = pd.read_csv(demo_root / "test_labels.csv").assign(dataset="test")
+    csv = tmp_path / "pseudo.csv"
+    pd.concat([train.head(5), test.head(5)]).to_csv(csv, index=False)
+    table = TABLES.build("pseudo", csv=csv)
+    assert list(table["dataset"]) == ["train"] * 5 + ["test"] * 5
+    assert list(table["label"]) == list(train.sirna.head(5)) + list(test.sirna.head(5))
+    # test rows are read from test/, train rows from train/
+    ds = make_dataset({**dp, "image_size": NATIVE, "dataset": "pseudo"}, "valid", num_classes=N_SIRNAS, csv=csv)
+    for i in (0, 9):
+        row = table.iloc[i]
+        got = ds[i]["features"][0].numpy()  # site 1, C x H x W
+        raw = _raw(demo_root, row, 1, dp["channels"]).transpose(2, 0, 1).astype(np.float32)
+        for c in range(len(dp["channels"])):  # normalisation is affine per channel
+            assert np.corrcoef(got[c].ravel(), raw[c].ravel())[0, 1] > 0.999
+    assert not (demo_root / "train" / test.experiment.iloc[0]).exists()  # only test/ holds it
+
+
+def test_pseudo_table_rejects_bad_dataset_value(demo_csv, tmp_path):
+    csv = tmp_path / "pseudo.csv"
+    pd.read_csv(demo_csv / "train_0.csv").assign(dataset="valid").to_csv(csv, index=False)
+    with pytest.raises(DataError, match="dataset") as e:
+        TABLES.build("pseudo", csv=csv)
+    assert str(csv) in str(e.value) and "valid" in str(e.value)
+
+
+def test_control_table_maps_labels(demo_csv):
+    csv = demo_csv / "control_train.csv"
+    src = pd.read_csv(csv)
+    table = TABLES.build("control", csv=csv, control_offset=CONTROL_OFFSET)
+    assert (table["label"] == src["sirna"] - CONTROL_OFFSET).all()
+    assert set(table["label"]) == set(range(N_CONTROLS))
+    assert set(table["dataset"]) == {"train", "test"}  # controls of both image folders
+
+
+def test_test_table(demo_root):
+    table = TABLES.build("test", csv=demo_root / "test.csv")
+    assert len(table) == len(pd.read_csv(demo_root / "test.csv"))
+    assert (table["label"] == -1).all() and (table["dataset"] == "test").all()
+
+
+def test_unknown_table_kind_lists_known(demo_csv):
+    with pytest.raises(KeyError, match="non_pseudo"):
+        TABLES.build("psuedo", csv=demo_csv / "train_0.csv")
+
+
+def test_test_kind_skips_label_check(dp, demo_root):
+    ds = make_dataset(dp, "valid", num_classes=N_SIRNAS, csv=demo_root / "test.csv", kind="test")
+    item = ds[0]
+    assert item["targets"] == -1
+    assert item["features"].shape == (2, 3, 24, 24)
+
+
+@pytest.mark.parametrize("kind,csv_name,num_classes,offset", [
+    ("non_pseudo", "train_0.csv", N_SIRNAS - 1, CONTROL_OFFSET),   # label 15 does not fit 15 classes
+    ("control", "control_train.csv", N_CONTROLS, 1108),           # forgot control_offset: negative labels
+    ("control", "control_train.csv", N_CONTROLS - 1, CONTROL_OFFSET),
+])
+def test_labels_outside_num_classes(dp, demo_csv, kind, csv_name, num_classes, offset):
+    csv = demo_csv / csv_name
+    with pytest.raises(DataError) as e:
+        make_dataset({**dp, "dataset": kind, "control_offset": offset}, "train", num_classes=num_classes, csv=csv)
+    assert str(csv) in str(e.value)
+    assert f"num_classes={num_classes}" in str(e.value)
+
+
+def test_control_dataset_fits_four_classes(dp, demo_csv):
+    ds = make_dataset({**dp, "dataset": "control", "control_offset": CONTROL_OFFSET}, "train",
+                      num_classes=N_CONTROLS, csv=demo_csv / "control_train.csv")
+    assert {ds[i]["targets"] for i in range(len(ds))} == set(range(N_CONTROLS))
+
+
+# ------------------------------------------------------------------ items
+
+
+def test_train_item_shape(dp):
+    ds = make_dataset(dp, "train", num_classes=N_SIRNAS)
+    assert ds.train
+    for i in (0, len(ds) - 1):
+        item = ds[i]
+        x = item["features"]
+        assert isinstance(x, torch.Tensor) and x.dtype == torch.float32
+        assert x.shape == (3, 24, 24)
+        assert torch.isfinite(x).all()
+        assert item["targets"] == ds.table["label"][i] and item["index"] == i
+
+
+def test_eval_item_has_every_site_and_is_deterministic(dp):
+    ds = make_dataset(dp, "valid", num_classes=N_SIRNAS)
+    assert not ds.train
+    a, b = ds[3]["features"], ds[3]["features"]
+    assert a.shape == (2, 3, 24, 24)
+    assert torch.equal(a, b)
+    assert not torch.equal(a[0], a[1])  # two different sites
+
+
+def test_train_draws_sites_from_train_sites(dp):
+    both = make_dataset({**dp, "image_size": NATIVE}, "valid", num_classes=N_SIRNAS)[0]["features"]
+    seen = set()
+    ds = make_dataset({**dp, "image_size": NATIVE, "train_sites": [1, 2]}, "train", num_classes=N_SIRNAS,
+                      csv=dp["valid_csv"])
+    for _ in range(30):
+        x = ds[0]["features"]
+        seen |= {s for s in (0, 1) if torch.equal(x, both[s])}
+    assert seen == {0, 1}
+    only2 = make_dataset({**dp, "image_size": NATIVE, "train_sites": [2]}, "train", num_classes=N_SIRNAS,
+                         csv=dp["valid_csv"])
+    assert all(torch.equal(only2[0]["features"], both[1]) for _ in range(5))
+
+
+def test_resize_keeps_channel_order_and_mean(dp, demo_root):
+    big = make_dataset({**dp, "image_size": NATIVE, "normalization": "none"}, "valid")[0]["features"]
+    small = make_dataset({**dp, "normalization": "none"}, "valid")[0]["features"]
+    assert big.shape[-1] == NATIVE and small.shape[-1] == 24
+    # area interpolation preserves each channel's mean
+    assert torch.allclose(big.mean(dim=(-1, -2)), small.mean(dim=(-1, -2)), atol=2e-3)
+
+
+def test_channel_subset_selects_the_right_planes(dp, demo_root):
+    row = TABLES.build("non_pseudo", csv=dp["valid_csv"]).iloc[0]
+    ds = make_dataset({**dp, "image_size": NATIVE, "normalization": "none", "channels": [5, 1]}, "valid")
+    x = ds[0]["features"][0].numpy()
+    for i, c in enumerate([5, 1]):
+        plane = rxrx.read_png(rxrx.image_path(demo_root, "train", row.experiment, row.plate, row.well, 1, c))
+        np.testing.assert_allclose(x[i], plane / 255.0, rtol=1e-6)
+
+
+# ------------------------------------------------------------------ normalisation
+
+
+def test_image_normalization_matches_pixel_stats_row(dp, demo_root, stats):
+    channels = [1, 3, 5]
+    ds = make_dataset({**dp, "image_size": NATIVE}, "valid")
+    row = ds.table.iloc[2]
+    x = ds[2]["features"].numpy()
+    raw = _raw(demo_root, row, 1, channels).astype(np.float64)
+    for i, c in enumerate(channels):
+        s = stats[(stats.id_code == row["id_code"]) & (stats.site == 1) & (stats.channel == c)].iloc[0]
+        np.testing.assert_allclose(x[0, i], (raw[..., i] - s["mean"]) / s["std"], rtol=1e-4, atol=1e-4)
+    # each site's own stats: zero mean and unit std per channel
+    np.testing.assert_allclose(x.mean(axis=(-1, -2)), 0.0, atol=1e-4)
+    np.testing.assert_allclose(x.std(axis=(-1, -2)), 1.0, atol=1e-3)
+
+
+@pytest.mark.parametrize("mode,keys", [("plate", ["experiment", "plate"]), ("experiment", ["experiment"])])
+def test_group_normalization_uses_pooled_pixels(demo_root, stats, mode, keys):
+    """Brute force: the stats of every pixel of every site in the plate / experiment."""
+    norm = Normalizer(mode, stats)
+    first = stats.iloc[0]
+    group = stats[np.logical_and.reduce([stats[k] == first[k] for k in keys])]
+    wells = group.drop_duplicates(["id_code", "site"])
+    datasets = {}
+    for name in rxrx.DATASETS:
+        ids = pd.read_csv(demo_root / f"{name}.csv").id_code
+        ids = pd.concat([ids, pd.read_csv(demo_root / f"{name}_controls.csv").id_code])
+        datasets.update({i: name for i in ids})
+    pixels = np.concatenate([
+        _raw(demo_root, {**w, "dataset": datasets[w["id_code"]]}, w["site"], rxrx.CHANNELS).reshape(-1, 6)
+        for w in wells.to_dict("records")]).astype(np.float64)
+    mean, std = pixels.mean(0), pixels.std(0)
+    row = {"id_code": first["id_code"], "experiment": first["experiment"], "plate": first["plate"]}
+    img = np.full((2, 2, 6), 100, np.uint8)
+    got = norm(img, row, 1, list(rxrx.CHANNELS))
+    np.testing.assert_allclose(got[0, 0], (100 - mean) / std, rtol=1e-4)
+    # a different plate or experiment gets different stats
+    other = stats[np.logical_or.reduce([stats[k] != first[k] for k in keys])].iloc[0]
+    assert not np.allclose(norm(img, other, 1, list(rxrx.CHANNELS))[0, 0], got[0, 0])
+
+
+def test_none_normalization_divides_by_255():
+    img = np.arange(2 * 3 * 2, dtype=np.uint8).reshape(2, 3, 2) * 20
+    out = Normalizer("none")(img, {}, 1, [1, 2])
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, img / 255.0, rtol=1e-6)
+
+
+def test_min_std_floors_the_divisor(stats):
+    row = stats.iloc[0]
+    floor = float(stats[(stats.id_code == row.id_code) & (stats.site == row.site)]["std"].max()) * 2
+    norm = Normalizer("image", stats, min_std=floor)
+    out = norm(np.full((1, 1, 6), 50, np.uint8), row, row.site, list(rxrx.CHANNELS))
+    means = stats[(stats.id_code == row.id_code) & (stats.site == row.site)].sort_values("channel")["mean"]
+    np.testing.assert_allclose(out[0, 0], (50 - means.to_numpy()) / floor, rtol=1e-5)
+
+
+def test_unknown_normalization(stats):
+    with pytest.raises(DataError, match="foo"):
+        Normalizer("foo", stats)
+
+
+def test_missing_site_stats_named(stats):
+    norm = Normalizer("image", stats, source="stats.csv")
+    with pytest.raises(DataError, match="stats.csv"):
+        norm(np.zeros((2, 2, 1), np.uint8), {"id_code": "NOPE-01_1_B02"}, 1, [1])
+
+
+def test_pixel_stats_computed_when_absent(root_copy, stats, dp):
+    (root_copy / "pixel_stats.csv").unlink()
+    norm = load_normalizer({**dp, "root": str(root_copy), "pixel_stats": None})
+    written = root_copy / "pixel_stats.csv"
+    assert written.is_file()
+    new = pd.read_csv(written)
+    key = list(rxrx.STATS_KEYS)
+    a, b = new.sort_values(key).reset_index(drop=True), stats.sort_values(key).reset_index(drop=True)
+    assert a[key].equals(b[key])
+    np.testing.assert_allclose(a[["mean", "std"]], b[["mean", "std"]], rtol=1e-6)
+    assert norm.table.keys() == Normalizer("image", stats).table.keys()
+
+
+# ------------------------------------------------------------------ augmentation
+
+
+def test_build_transforms_from_yaml_list():
+    aug = build_transforms([{"transform": "HorizontalFlip", "p": 1.0},
+                            {"transform": "Affine", "shear": [-8, 8], "p": 0.3}])
+    assert isinstance(aug, A.Compose)
+    assert [type(t).__name__ for t in aug.transforms] == ["HorizontalFlip", "Affine"]
+    assert build_transforms([]) is None and build_transforms(None) is None
+
+
+def test_build_transforms_unknown_name():
+    with pytest.raises(DataError, match="NoSuchFlip"):
+        build_transforms([{"transform": "HorizontalFlip"}, {"transform": "NoSuchFlip", "p": 1}])
+    with pytest.raises(DataError, match=r"augmentations\[0\]"):
+        build_transforms([{"p": 1}])  # no transform key
+
+
+def test_build_transforms_bad_value():
+    with pytest.raises(DataError, match=r"augmentations\[1\] HorizontalFlip"):
+        build_transforms([{"transform": "VerticalFlip"}, {"transform": "HorizontalFlip", "p": 2}])
+
+
+def test_build_transforms_unknown_argument():
+    with pytest.raises(DataError, match="not_an_arg"):
+        build_transforms([{"transform": "HorizontalFlip", "not_an_arg": 3}])
+
+
+def test_augmentations_change_train_not_eval(dp):
+    augs = {"train": [{"transform": "HorizontalFlip", "p": 1.0}], "valid": []}
+    params = {**dp, "augmentations": augs, "train_sites": [1]}
+    plain = make_dataset({**dp, "train_sites": [1]}, "train", csv=dp["valid_csv"])[0]["features"]
+    flipped = make_dataset(params, "train", csv=dp["valid_csv"])[0]["features"]
+    assert not torch.equal(plain, flipped)
+    assert torch.equal(flipped, torch.flip(plain, dims=[-1]))
+    ev_aug = make_dataset(params, "valid")[0]["features"]
+    ev_plain = make_dataset(dp, "valid")[0]["features"]
+    assert torch.equal(ev_aug, ev_plain)
+    assert torch.equal(ev_aug[0], plain)
+
+
+def test_default_augmentations_vary_training_images(dp):
+    cfg = load_config(CONFIGS / "config.yml")  # base.yml's train augmentations
+    params = {**dp, "augmentations": cfg["data_params"]["augmentations"], "train_sites": [1]}
+    ds = make_dataset(params, "train", csv=dp["valid_csv"])
+    draws = [ds[0]["features"] for _ in range(12)]
+    assert any(not torch.equal(draws[0], d) for d in draws[1:])
+    assert all(d.shape == (3, 24, 24) for d in draws)
+
+
+# ------------------------------------------------------------------ bad inputs
+
+
+def _first_image(csv, site=1, channel=1, root=None):
+    row = TABLES.build("non_pseudo", csv=csv).iloc[0]
+    return row, rxrx.image_path(root, row.dataset, row.experiment, row.plate, row.well, site, channel)
+
+
+def test_missing_image_named_by_verify_files(root_copy, dp):
+    row, path = _first_image(dp["train_csv"], site=2, channel=3, root=root_copy)
+    path.unlink()
+    with pytest.raises(DataError) as e:
+        make_dataset({**dp, "root": str(root_copy)}, "train", num_classes=N_SIRNAS)
+    assert str(path) in str(e.value)
+    assert "1 missing" in str(e.value)
+    with pytest.raises(DataError, match="w3.png"):
+        verify_files(TABLES.build("non_pseudo", csv=dp["train_csv"]), root_copy, [1, 3, 5], [1, 2])
+    verify_files(TABLES.build("non_pseudo", csv=dp["train_csv"]), root_copy, [1, 3, 5], [1])  # site 1 is complete
+
+
+def test_missing_image_named_on_load(root_copy, dp):
+    row, path = _first_image(dp["valid_csv"], site=1, channel=5, root=root_copy)
+    path.unlink()
+    ds = make_dataset({**dp, "root": str(root_copy), "check_files": False}, "valid")
+    ds[1]  # other wells load
+    with pytest.raises(DataError) as e:
+        ds[0]
+    assert str(path) in str(e.value) and "not found" in str(e.value)
+
+
+def test_corrupt_png(root_copy, dp):
+    row, path = _first_image(dp["valid_csv"], site=2, channel=1, root=root_copy)
+    path.unlink()  # a hard link: unlink first so the shared demo set stays intact
+    path.write_bytes(b"\x89PNG garbage, not an image" * 4)
+    ds = make_dataset({**dp, "root": str(root_copy)}, "valid")  # the file exists, so verify_files passes
+    with pytest.raises(DataError) as e:
+        ds[0]
+    assert "cannot decode" in str(e.value) and str(path) in str(e.value)
+
+
+def test_channel_7_in_dataset(dp):
+    table = TABLES.build("non_pseudo", csv=dp["train_csv"])
+    with pytest.raises(DataError, match="channel 7"):
+        CellDataset(table, dp["root"], [1, 7], [1], 24, Normalizer("none"))
+
+
+def test_channel_7_in_make_dataset(dp):
+    with pytest.raises(DataError, match="channel 7"):
+        make_dataset({**dp, "channels": [1, 7]}, "train")
+
+
+def test_csv_without_sirna_column(dp, demo_csv, tmp_path):
+    csv = tmp_path / "no_sirna.csv"
+    pd.read_csv(demo_csv / "train_0.csv").drop(columns="sirna").to_csv(csv, index=False)
+    for kind in ("non_pseudo", "control"):
+        with pytest.raises(DataError) as e:
+            make_dataset({**dp, "dataset": kind, "train_csv": str(csv)}, "train", num_classes=N_SIRNAS)
+        assert "sirna" in str(e.value) and str(csv) in str(e.value)
+
+
+def test_missing_csv_named(dp, tmp_path):
+    csv = tmp_path / "nowhere.csv"
+    with pytest.raises(DataError, match="nowhere.csv"):
+        make_dataset({**dp, "train_csv": str(csv)}, "train")

@@ -146,8 +146,12 @@ def load_normalizer(data_params: dict) -> Normalizer:
     return Normalizer(mode, stats, data_params.get("min_std", 1.0), source=str(path))
 
 
-def build_transforms(specs: Optional[List[dict]]) -> Optional[A.Compose]:
-    """YAML list of {transform: ClassName, **kwargs} -> albumentations Compose."""
+def build_transforms(specs: Optional[List[dict]], seed: Optional[int] = None) -> Optional[A.Compose]:
+    """YAML list of {transform: ClassName, **kwargs} -> albumentations Compose.
+
+    albumentations 2 keeps its own random state, so the run's seed goes in here
+    (and worker_init_fn gives each DataLoader worker its own stream).
+    """
     if not specs:
         return None
     out = []
@@ -167,7 +171,7 @@ def build_transforms(specs: Optional[List[dict]]) -> Optional[A.Compose]:
             out.append(cls(**spec))
         except (TypeError, ValueError) as e:
             raise DataError(f"augmentations[{i}] {name}: {e}") from None
-    return A.Compose(out)
+    return A.Compose(out, seed=seed)
 
 
 class CellDataset(Dataset):
@@ -227,7 +231,7 @@ def verify_files(table: pd.DataFrame, root, channels: Sequence[int], sites: Sequ
 
 
 def make_dataset(data_params: dict, split: str, num_classes: Optional[int] = None,
-                 normalizer: Optional[Normalizer] = None, csv=None, kind=None) -> CellDataset:
+                 normalizer: Optional[Normalizer] = None, csv=None, kind=None, seed: Optional[int] = None) -> CellDataset:
     """Build the train/valid/test dataset that ``data_params`` describes."""
     train = split == "train"
     channels = rxrx.check_channels(data_params["channels"])
@@ -247,13 +251,20 @@ def make_dataset(data_params: dict, split: str, num_classes: Optional[int] = Non
         sites=sites,
         image_size=data_params["image_size"],
         normalizer=normalizer or load_normalizer(data_params),
-        transforms=build_transforms(augs),
+        transforms=build_transforms(augs, seed),
         train=train,
     )
 
 
 def worker_init_fn(worker_id: int) -> None:
-    """Distinct numpy/random streams per worker (albumentations draws from them)."""
-    seed = torch.initial_seed() % 2**32
+    """Distinct, reproducible random streams per DataLoader worker.
+
+    torch seeds python's ``random`` (site choice) per worker; numpy and the
+    albumentations pipeline (its own generator) get the same per-worker seed.
+    """
+    info = torch.utils.data.get_worker_info()
+    seed = info.seed % 2**32
     np.random.seed(seed)
-    random.seed(seed)
+    transforms = getattr(info.dataset, "transforms", None)
+    if transforms is not None:
+        transforms.set_random_seed(seed)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 import cli
 import rxrx
 from dataset import load_normalizer, make_dataset
-from fsutil import write_csv, write_npy
+from fsutil import write_csv, write_npy, write_text
 from models import create_model, load_checkpoint
 from rxrx import DataError
 
@@ -103,9 +103,16 @@ def predict_run(run_dir: Path, data_root, out_dir: Path, sites=(1, 2), tta="none
                 num_workers=0, device="auto", overwrite=False, image_size=None, test_csv=None) -> Path:
     """Write pred_test.npy, pred_valid.npy and valid_ids.csv for one run."""
     channels_tag, fold, model_name = run_dir.parent.parent.name, run_dir.parent.name, run_dir.name
+    if tta not in TTA_VIEWS:
+        raise DataError(f"unknown tta '{tta}'; known: {sorted(TTA_VIEWS)}")
     dest = out_dir / channels_tag / fold / model_name
     outputs = [dest / "pred_test.npy", dest / "pred_valid.npy", dest / "valid_ids.csv"]
+    settings = {"sites": list(sites), "tta": tta}
     if all(p.exists() for p in outputs) and not overwrite:
+        made = json.loads((dest / "meta.json").read_text()) if (dest / "meta.json").exists() else {}
+        made = {k: made.get(k) for k in settings}
+        if made != settings:
+            raise DataError(f"{dest} holds predictions made with {made}, not {settings}; pass --overwrite to redo them")
         log.info("skip (exists): %s", dest)
         return dest
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
@@ -121,8 +128,8 @@ def predict_run(run_dir: Path, data_root, out_dir: Path, sites=(1, 2), tta="none
     write_npy(test_logits, dest / "pred_test.npy")
     write_npy(valid_logits, dest / "pred_valid.npy")
     write_csv(valid_ds.table[["id_code"]], dest / "valid_ids.csv")
-    meta = {"run": str(run_dir), "sites": list(sites), "tta": tta, "n_test": len(test_ds), "n_valid": len(valid_ds)}
-    (dest / "meta.json").write_text(json.dumps(meta, indent=2))
+    meta = {"run": str(run_dir), **settings, "n_test": len(test_ds), "n_valid": len(valid_ds)}
+    write_text(json.dumps(meta, indent=2), dest / "meta.json")
     log.info("wrote %s (%d test, %d valid rows)", dest, len(test_ds), len(valid_ds))
     return dest
 

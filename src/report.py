@@ -30,10 +30,13 @@ def run_table(log_dir) -> pd.DataFrame:
         rel = run.relative_to(log_dir).parts
         summary = json.loads(done.read_text())
         fold = next((p for p in rel if p.startswith("fold_")), "-")
-        channels = next((p for p in rel if p.startswith("[")), "-")
+        at = next((i for i, p in enumerate(rel) if p.startswith("[")), None)
+        channels = rel[at] if at is not None else "-"
+        # the part folder sits just above the channel folder (log_dir itself if it is a part)
+        part = (rel[at - 1] if at else Path(log_dir).resolve().name) if at is not None else "-"
         valid = summary.get("valid", {})
         chance = 1.0 / summary["num_classes"]
-        rows.append({"part": rel[0] if len(rel) > 2 else "-", "channels": channels, "fold": fold,
+        rows.append({"part": part, "channels": channels, "fold": fold,
                      "model": run.name, "classes": summary["num_classes"],
                      "top1": valid.get("accuracy01"), "top3": valid.get("accuracy03"),
                      "map3": valid.get("map03"), "chance": chance,

@@ -77,8 +77,8 @@ def make_loaders(cfg) -> "OrderedDict[str, DataLoader]":
     dp = cfg["data_params"]
     num_classes = cfg["model_params"]["num_classes"]
     normalizer = load_normalizer(dp)
-    train_ds = make_dataset(dp, "train", num_classes, normalizer)
-    valid_ds = make_dataset(dp, "valid", num_classes, normalizer)
+    train_ds = make_dataset(dp, "train", num_classes, normalizer, seed=cfg["seed"])
+    valid_ds = make_dataset(dp, "valid", num_classes, normalizer, seed=cfg["seed"])
     log.info("train wells: %d, valid wells: %d", len(train_ds), len(valid_ds))
     common = dict(num_workers=dp["num_workers"], worker_init_fn=worker_init_fn,
                   pin_memory=torch.cuda.is_available(), persistent_workers=dp["num_workers"] > 0)

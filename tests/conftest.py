@@ -2,6 +2,7 @@
 import pytest
 
 import make_demo_data
+import make_folds
 
 # tiny demo set shared by the whole session: 2 cell types x (3 train + 1 test) experiments
 DEMO_KWARGS = dict(image_size=32, n_sirnas=16, n_controls=4, cell_types=2,
@@ -14,3 +15,62 @@ def demo_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     make_demo_data.main(out_dir=str(root), **DEMO_KWARGS)
     return root
+
+
+# ------------------------------------------------------------- trained runs
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+TRAINED_CHANNELS = "[1,2,3,4,5]"
+TRAINED_MODEL = "test_resnet"
+TRAINED_FOLDS = (0, 1)
+
+
+def tiny_train_args(data_root, csv_dir, fold, logdir, channels=TRAINED_CHANNELS, config="configs/config.yml"):
+    """train.main argv for one 1+1-epoch, 32 px run of the demo's 16 siRNAs (absolute config paths)."""
+    return [
+        "--config", str(REPO / config), "--overlay", str(REPO / "configs" / "demo.yml"), "--logdir", str(logdir),
+        "--model_params/num_classes=16", "--data_params/control_offset=16", "--data_params/image_size=32",
+        "--data_params/batch_size=32", "--stages/warmup/num_epochs=1", "--stages/finetune/num_epochs=1",
+        f"--data_params/channels={channels}", f"--data_params/root={data_root}",
+        f"--data_params/train_csv={csv_dir}/train_{fold}.csv", f"--data_params/valid_csv={csv_dir}/valid_{fold}.csv",
+    ]
+
+
+@pytest.fixture(scope="session")
+def trained_runs(demo_root, tmp_path_factory):
+    """Two finished runs (folds 0 and 1, channels [1,2,3,4,5], test_resnet) of the demo set, built once.
+
+    Layout: {log_dir}/non_pseudo/[1,2,3,4,5]/fold_{0,1}/test_resnet/{DONE.json,config.yml,checkpoints/best.pth}.
+    Returns a dict with data_root, csv_dir (3 fold CSVs, seed 0), log_dir, model_root, model_name, channels, folds.
+    """
+    import logging
+
+    import make_folds
+    import train
+
+    tmp = tmp_path_factory.mktemp("trained")
+    csv_dir, log_dir = tmp / "csv", tmp / "logs"
+    make_folds.main(str(demo_root), out_dir=str(csv_dir), n_folds=3, seed=0)
+    model_root = log_dir / "non_pseudo"
+    root_logger = logging.getLogger()
+    saved = (root_logger.level, list(root_logger.handlers))
+    try:
+        for fold in TRAINED_FOLDS:
+            run = model_root / TRAINED_CHANNELS / f"fold_{fold}" / TRAINED_MODEL
+            rc = train.main(tiny_train_args(demo_root, csv_dir, fold, run))
+            assert rc == 0 and (run / "DONE.json").is_file(), f"training fold {fold} failed"
+    finally:  # train.setup_logging replaced the root handlers (and opened train.log files)
+        for h in root_logger.handlers:
+            if h not in saved[1]:
+                h.close()
+        root_logger.handlers[:] = saved[1]
+        root_logger.setLevel(saved[0])
+    return {"data_root": demo_root, "csv_dir": csv_dir, "log_dir": log_dir, "model_root": model_root,
+            "model_name": TRAINED_MODEL, "channels": TRAINED_CHANNELS, "folds": TRAINED_FOLDS}
+
+
+@pytest.fixture(scope="session")
+def demo_csv(demo_root, tmp_path_factory):
+    """Fold CSVs (3 folds, seed 0) and the control split of demo_root, written by make_folds."""
+    out = tmp_path_factory.mktemp("csv")
+    make_folds.main(str(demo_root), str(out), n_folds=3, seed=0)
+    return out

@@ -3,6 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from test_plates import make_wells  # the same synthetic plate layout
 import ensemble
 import plates
 from rxrx import DataError, channels_tag
@@ -10,21 +11,6 @@ from rxrx import DataError, channels_tag
 N_CLASSES, N_GROUPS = 16, 4
 COMBOS = ([1, 2, 3, 4, 5], [1, 2, 3, 4, 6])
 MODEL = "tiny_net"
-
-
-def make_wells(rng, groups, n_experiments, prefix):
-    """Plates 1..4 of every experiment hold the 4 groups in random order, wells shuffled."""
-    frames = []
-    for e in range(n_experiments):
-        for plate, g in enumerate(rng.permutation(N_GROUPS), start=1):
-            sirna = rng.permutation(np.flatnonzero(groups == g))
-            frames.append(pd.DataFrame({
-                "experiment": f"{prefix}-{e + 1:02d}", "plate": plate,
-                "well": [f"B{i:02d}" for i in range(len(sirna))], "sirna": sirna,
-            }))
-    df = pd.concat(frames, ignore_index=True)
-    df.insert(0, "id_code", df["experiment"] + "_" + df["plate"].astype(str) + "_" + df["well"])
-    return df
 
 
 def noisy_logits(rng, truth, signal=2.0):

@@ -250,3 +250,14 @@ def test_six_channel_checkpoint_into_five_channels(demo_root, demo_csv, tmp_path
     with pytest.raises(ValueError, match="6 channels"):
         run_main(argv)
     assert not (logdir / train.DONE_FILE).exists()
+
+
+@pytest.mark.slow
+def test_same_seed_gives_the_same_model(demo_root, demo_csv, tmp_path):
+    """Augmentations, site draws and shuffling all follow the config's seed."""
+    weights = []
+    for name in ("a", "b"):
+        assert run_main(treatment_args(demo_root, demo_csv, tmp_path / name, "--stages/finetune/num_epochs=2")) == 0
+        weights.append(load_checkpoint(tmp_path / name / "checkpoints" / "best.pth"))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -30,7 +30,8 @@ install: $(VENV)/.installed  ## create .venv and install the pinned requirements
 demo: install  ## run the pipeline on generated demo data (DEMO_DIR=demo_out)
 	PYTHON=$(PY) DEMO_DIR=$(DEMO_DIR) bash bin/demo.sh
 
-test: install  ## run the test suite (unit + end-to-end on tiny data)
+test: install  ## lint, then the test suite (unit + end-to-end on tiny data)
+	$(VENV)/bin/ruff check src tests bench
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install  ## unit tests only (skip the end-to-end script runs)

@@ -51,11 +51,13 @@ def _tile(rgb, label, font_scale, gap):
 
 
 def write_montage(root, rows_df, out_png, channels=rxrx.CHANNELS, site=1, max_wells=8, dataset="train",
-                  font_scale=0.4, gap=4):
+                  font_scale=0.4, gap=4, tile_size=None):
     """Tile up to ``max_wells`` wells of ``rows_df`` side by side, id_code above each; returns the path.
 
     ``rows_df`` needs experiment, plate, well (id_code is derived if absent); its
     ``dataset`` column, when present, overrides the ``dataset`` argument per row.
+    ``tile_size`` resizes every site to that square size (small demo images become
+    readable; nearest-neighbour when enlarging keeps pixels honest).
     """
     missing = [c for c in rxrx.WELL_COLUMNS if c not in rows_df.columns]
     if missing:
@@ -68,6 +70,9 @@ def write_montage(root, rows_df, out_png, channels=rxrx.CHANNELS, site=1, max_we
         ds = getattr(r, "dataset", dataset)
         label = getattr(r, "id_code", None) or rxrx.id_code(r.experiment, r.plate, r.well)
         rgb = site_montage(root, ds, r.experiment, r.plate, r.well, site, channels)
+        if tile_size and rgb.shape[:2] != (tile_size, tile_size):
+            interp = cv2.INTER_NEAREST if tile_size > rgb.shape[0] else cv2.INTER_AREA
+            rgb = cv2.resize(rgb, (int(tile_size), int(tile_size)), interpolation=interp)
         tiles.append(_tile(rgb, str(label), font_scale, gap))
     height = max(t.shape[0] for t in tiles)
     spacer = np.zeros((height, gap, 3), dtype=np.uint8)

@@ -96,7 +96,7 @@ def test_accuracy(ensemble_dir, data_root):
     return per.rename(columns={"a": "acc_argmax", "b": "acc_assigned"}).reset_index()
 
 
-def ensemble(ensemble_dir, data_root, out_dir, name: str = None, montage_wells: int = 6):
+def ensemble(ensemble_dir, data_root, out_dir, name: str = None, montage_wells: int = 6, tile_size: int = 160):
     """Per-experiment accuracy table (CSV + printed), before/after plot and a montage PNG.
 
     Args:
@@ -105,6 +105,7 @@ def ensemble(ensemble_dir, data_root, out_dir, name: str = None, montage_wells: 
         out_dir: where the report files go.
         name: prefix of the report files (default: the ensemble folder's name).
         montage_wells: number of test wells in the channel montage.
+        tile_size: pixel size of each montage tile.
     """
     ensemble_dir, out_dir = Path(ensemble_dir), Path(out_dir)
     name = name or ensemble_dir.name
@@ -121,7 +122,7 @@ def ensemble(ensemble_dir, data_root, out_dir, name: str = None, montage_wells: 
         plot_assignment(test, out_dir / f"{name}_test_accuracy.png", f"{name}: test accuracy")
     assigned = rxrx.read_csv(ensemble_dir / "test_assigned.csv", ["experiment", "plate", "well"])
     write_montage(data_root, assigned.assign(dataset="test"), out_dir / f"{name}_montage.png",
-                  max_wells=montage_wells)
+                  max_wells=montage_wells, tile_size=tile_size)
     log.info("report written to %s", out_dir)
     return None
 

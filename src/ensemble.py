@@ -20,15 +20,14 @@ from tqdm import tqdm
 
 import cli
 import fsutil
+import layout
 import plates
 import rxrx
 from rxrx import DataError
 
 log = logging.getLogger(__name__)
 
-TEST_FILE = "pred_test.npy"
-VALID_FILE = "pred_valid.npy"
-VALID_IDS_FILE = "valid_ids.csv"
+TEST_FILE, VALID_FILE, VALID_IDS_FILE = layout.PRED_TEST, layout.PRED_VALID, layout.VALID_IDS
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ class Run:
 
     @property
     def dir(self) -> Path:
-        return self.pred_dir / self.channels / f"fold_{self.fold}" / self.model
+        return self.pred_dir / self.channels / layout.fold_dir(self.fold) / self.model
 
     @property
     def test_path(self) -> Path:
@@ -84,15 +83,6 @@ def _channel_tags(channels) -> Optional[set]:
     }
 
 
-def _fold_number(name: str) -> Optional[int]:
-    if not name.startswith("fold_"):
-        return None
-    try:
-        return int(name[len("fold_"):])
-    except ValueError:
-        return None
-
-
 def collect(pred_dirs, model_names=None, channels=None, folds=None) -> List[Run]:
     """Every run under ``pred_dirs`` (a folder, a list, or "a,b") with a pred_test.npy.
 
@@ -112,9 +102,9 @@ def collect(pred_dirs, model_names=None, channels=None, folds=None) -> List[Run]
     fold_set = {int(f) for f in _as_list(folds)} if folds is not None else None
     runs = []
     for d in dirs:
-        for path in sorted(d.glob(f"*/fold_*/*/{TEST_FILE}")):
+        for path in layout.prediction_files(d, TEST_FILE):
             model_dir = path.parent
-            fold = _fold_number(model_dir.parent.name)
+            fold = layout.parse_fold(model_dir.parent.name)
             tag_name = model_dir.parent.parent.name
             try:
                 tag = rxrx.channels_tag(rxrx.parse_channels_tag(tag_name))

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import cli
+import layout
 import rxrx
 from dataset import load_normalizer, make_dataset
 from fsutil import write_csv, write_npy, write_text
@@ -30,8 +31,6 @@ from models import create_model, load_checkpoint
 from rxrx import DataError
 
 log = logging.getLogger("inference")
-DONE_FILE = "DONE.json"
-CHECKPOINT = "checkpoints/best.pth"
 TTA_VIEWS = {
     "none": [lambda x: x],
     "flip": [lambda x: x, lambda x: x.flip(-1), lambda x: x.flip(-2)],
@@ -42,19 +41,19 @@ TTA_VIEWS = {
 
 def find_runs(model_root, model_name: str) -> List[Path]:
     """Finished runs (with DONE.json) under model_root/<channels>/fold_<k>/<model_name>."""
-    root = Path(model_root)
-    runs = sorted(p.parent for p in root.glob(f"*/fold_*/{model_name}/{DONE_FILE}"))
+    runs = layout.finished_runs(model_root, model_name)
     if not runs:
-        raise DataError(f"no finished runs under {root}/<channels>/fold_<k>/{model_name} (no {DONE_FILE} found)")
+        raise DataError(f"no finished runs under {model_root}/<channels>/fold_<k>/{model_name} "
+                        f"(no {layout.DONE_FILE} found)")
     return runs
 
 
 def load_run(run_dir: Path, device):
     """Model and resolved config of a run; the checkpoint must match its folder's channels."""
-    ckpt_path = run_dir / CHECKPOINT
+    ckpt_path = run_dir / layout.FINAL_CHECKPOINT
     if not ckpt_path.is_file():
         raise DataError(f"finished run without checkpoint: {ckpt_path}")
-    cfg = yaml.safe_load((run_dir / "config.yml").read_text())
+    cfg = yaml.safe_load((run_dir / layout.CONFIG_FILE).read_text())
     payload = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     folder_channels = rxrx.parse_channels_tag(run_dir.parent.parent.name)
     if list(payload.get("channels", [])) != folder_channels:
@@ -106,10 +105,11 @@ def predict_run(run_dir: Path, data_root, out_dir: Path, sites=(1, 2), tta="none
     if tta not in TTA_VIEWS:
         raise DataError(f"unknown tta '{tta}'; known: {sorted(TTA_VIEWS)}")
     dest = out_dir / channels_tag / fold / model_name
-    outputs = [dest / "pred_test.npy", dest / "pred_valid.npy", dest / "valid_ids.csv"]
+    outputs = [dest / layout.PRED_TEST, dest / layout.PRED_VALID, dest / layout.VALID_IDS]
     settings = {"sites": list(sites), "tta": tta}
     if all(p.exists() for p in outputs) and not overwrite:
-        made = json.loads((dest / "meta.json").read_text()) if (dest / "meta.json").exists() else {}
+        meta_path = dest / layout.PRED_META
+        made = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         made = {k: made.get(k) for k in settings}
         if made != settings:
             raise DataError(f"{dest} holds predictions made with {made}, not {settings}; pass --overwrite to redo them")
@@ -125,11 +125,11 @@ def predict_run(run_dir: Path, data_root, out_dir: Path, sites=(1, 2), tta="none
     args = dict(batch_size=batch_size, num_workers=num_workers, device=device, tta=tta)
     test_logits = predict(model, test_ds, desc=f"{channels_tag}/{fold} test", **args)
     valid_logits = predict(model, valid_ds, desc=f"{channels_tag}/{fold} valid", **args)
-    write_npy(test_logits, dest / "pred_test.npy")
-    write_npy(valid_logits, dest / "pred_valid.npy")
-    write_csv(valid_ds.table[["id_code"]], dest / "valid_ids.csv")
+    write_npy(test_logits, dest / layout.PRED_TEST)
+    write_npy(valid_logits, dest / layout.PRED_VALID)
+    write_csv(valid_ds.table[["id_code"]], dest / layout.VALID_IDS)
     meta = {"run": str(run_dir), **settings, "n_test": len(test_ds), "n_valid": len(valid_ds)}
-    write_text(json.dumps(meta, indent=2), dest / "meta.json")
+    write_text(json.dumps(meta, indent=2), dest / layout.PRED_META)
     log.info("wrote %s (%d test, %d valid rows)", dest, len(test_ds), len(valid_ds))
     return dest
 

@@ -13,23 +13,23 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-import cli
+import cli  # noqa: E402
+import layout  # noqa: E402
 import rxrx  # noqa: E402
 from fsutil import atomic_path, write_csv  # noqa: E402
 from montage import write_montage  # noqa: E402
 
 log = logging.getLogger("report")
-DONE_FILE = "DONE.json"
 
 
 def run_table(log_dir) -> pd.DataFrame:
     """One row per finished run under log_dir: part, channels, fold, model, scores, chance."""
     rows = []
-    for done in sorted(Path(log_dir).rglob(DONE_FILE)):
+    for done in sorted(Path(log_dir).rglob(layout.DONE_FILE)):
         run = done.parent
         rel = run.relative_to(log_dir).parts
         summary = json.loads(done.read_text())
-        fold = next((p for p in rel if p.startswith("fold_")), "-")
+        fold = next((p for p in rel if layout.parse_fold(p) is not None), "-")
         at = next((i for i, p in enumerate(rel) if p.startswith("[")), None)
         channels = rel[at] if at is not None else "-"
         # the part folder sits just above the channel folder (log_dir itself if it is a part)
@@ -43,7 +43,7 @@ def run_table(log_dir) -> pd.DataFrame:
                      "top1_over_chance": valid.get("accuracy01", 0.0) / chance,
                      "minutes": summary.get("minutes")})
     if not rows:
-        raise rxrx.DataError(f"no finished runs ({DONE_FILE}) under {log_dir}")
+        raise rxrx.DataError(f"no finished runs ({layout.DONE_FILE}) under {log_dir}")
     return pd.DataFrame(rows)
 
 

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 import cli
 import config as cfglib
+import layout
 from dataset import load_normalizer, make_dataset, worker_init_fn
 from fsutil import atomic_path, write_text
 from losses import create_criterion
@@ -35,8 +36,6 @@ from models import create_model, load_checkpoint
 from optim import create_optimizer, create_scheduler
 
 log = logging.getLogger("train")
-DONE_FILE = "DONE.json"
-BEST_CHECKPOINT = "checkpoints/best.pth"
 STAGE_DONE = "STAGE_DONE.json"
 STAGE_BEST = "checkpoints/model.best.pth"  # written by catalyst's CheckpointCallback
 STAGE_LAST = "checkpoints/model.last.pth"
@@ -145,12 +144,12 @@ def run_stage(cfg, name, model, loaders, logdir: Path, engine) -> dict:
 
 def train(cfg, logdir, force: bool = False) -> dict:
     logdir = Path(logdir)
-    done = logdir / DONE_FILE
+    done = logdir / layout.DONE_FILE
     if done.exists() and not force:
         log.info("run already finished, skipping: %s", logdir)
         return json.loads(done.read_text())
     logdir.mkdir(parents=True, exist_ok=True)
-    write_text(cfglib.dump(cfg), logdir / "config.yml")
+    write_text(cfglib.dump(cfg), logdir / layout.CONFIG_FILE)
     log.info("config:\n%s", cfglib.dump(cfg))
     set_global_seed(cfg["seed"])
     started = time.time()
@@ -176,7 +175,7 @@ def train(cfg, logdir, force: bool = False) -> dict:
     # the run's model is the best epoch of its last stage
     model.load_state_dict(load_checkpoint(previous / STAGE_BEST))
     model.freeze_backbone(False)
-    save_final(model, cfg, logdir / BEST_CHECKPOINT, result["valid"])
+    save_final(model, cfg, logdir / layout.FINAL_CHECKPOINT, result["valid"])
     summary = {"logdir": str(logdir), "valid": result["valid"], "minutes": round((time.time() - started) / 60, 2),
                "channels": cfg["data_params"]["channels"], "num_classes": cfg["model_params"]["num_classes"]}
     write_text(json.dumps(summary, indent=2), done)

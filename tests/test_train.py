@@ -12,6 +12,7 @@ import torch
 import yaml
 
 import config as cfglib
+import layout
 import train
 from dataset import load_normalizer, make_dataset
 from metrics import classification_metrics
@@ -81,7 +82,7 @@ def runs(demo_root, demo_csv, tmp_path_factory):
     started = time.time()
     assert run_main(c_argv) == 0
     seconds = time.time() - started
-    control_best = control / train.BEST_CHECKPOINT
+    control_best = control / layout.FINAL_CHECKPOINT
     run = tmp / "run16"
     r_argv = treatment_args(demo_root, demo_csv, run, f"--model_params/weight={control_best}")
     assert run_main(r_argv) == 0
@@ -96,11 +97,11 @@ def runs(demo_root, demo_csv, tmp_path_factory):
 @pytest.mark.parametrize("which,num_classes", [("control", 4), ("run", 16)])
 def test_run_artefacts(runs, which, num_classes):
     logdir, argv = (runs.control, runs.control_argv) if which == "control" else (runs.run, runs.argv)
-    done = json.loads((logdir / train.DONE_FILE).read_text())
+    done = json.loads((logdir / layout.DONE_FILE).read_text())
     assert done["num_classes"] == num_classes and done["channels"] == CHANNELS
     assert 0.0 <= done["valid"]["map03"] <= 1.0 and "accuracy01" in done["valid"]
 
-    payload = torch.load(logdir / train.BEST_CHECKPOINT, map_location="cpu", weights_only=True)
+    payload = torch.load(logdir / layout.FINAL_CHECKPOINT, map_location="cpu", weights_only=True)
     assert {"model_state_dict", "channels", "model_params"} <= set(payload)
     assert payload["channels"] == CHANNELS
     mp = payload["model_params"]
@@ -128,7 +129,7 @@ def test_run_artefacts(runs, which, num_classes):
 @pytest.mark.slow
 def test_best_checkpoint_reproduces_reported_metric(runs):
     """Rebuild from best.pth alone, score the valid fold: the numbers in DONE.json come back."""
-    payload = torch.load(runs.run / train.BEST_CHECKPOINT, map_location="cpu", weights_only=True)
+    payload = torch.load(runs.run / layout.FINAL_CHECKPOINT, map_location="cpu", weights_only=True)
     model = create_model(**payload["model_params"])
     model.load_state_dict(payload["model_state_dict"])
     model.eval()
@@ -140,7 +141,7 @@ def test_best_checkpoint_reproduces_reported_metric(runs):
         logits = model(x.flatten(0, 1)).view(len(ds), x.shape[1], -1).mean(1)
     targets = torch.tensor([ds[i]["targets"] for i in range(len(ds))])
     got = classification_metrics(logits, targets)
-    reported = json.loads((runs.run / train.DONE_FILE).read_text())["valid"]
+    reported = json.loads((runs.run / layout.DONE_FILE).read_text())["valid"]
     for key in ("accuracy01", "accuracy03", "map03"):
         assert got[key] == pytest.approx(reported[key], abs=1e-5), key
 
@@ -150,7 +151,7 @@ def test_best_checkpoint_reproduces_reported_metric(runs):
 
 @pytest.mark.slow
 def test_finished_run_is_skipped(runs):
-    names = [train.DONE_FILE, train.BEST_CHECKPOINT, "config.yml"] + [f for s in STAGES for f in stage_files(s)]
+    names = [layout.DONE_FILE, layout.FINAL_CHECKPOINT, "config.yml"] + [f for s in STAGES for f in stage_files(s)]
     before = mtimes(runs.run, names)
     started = time.time()
     assert run_main(runs.argv) == 0
@@ -162,16 +163,16 @@ def test_finished_run_is_skipped(runs):
 def test_resume_skips_finished_stages(runs, tmp_path):
     logdir = tmp_path / "run16"
     shutil.copytree(runs.run, logdir)
-    (logdir / train.DONE_FILE).unlink()
+    (logdir / layout.DONE_FILE).unlink()
     kept = [f for s in STAGES for f in stage_files(s)]
     before = mtimes(logdir, kept)
-    argv = treatment_args(runs.root, runs.csv, logdir, f"--model_params/weight={runs.control / train.BEST_CHECKPOINT}")
+    argv = treatment_args(runs.root, runs.csv, logdir, f"--model_params/weight={runs.control / layout.FINAL_CHECKPOINT}")
     assert run_main(argv) == 0
-    assert (logdir / train.DONE_FILE).is_file()
+    assert (logdir / layout.DONE_FILE).is_file()
     assert mtimes(logdir, kept) == before  # no stage ran again
     assert list((logdir / "finetune" / "checkpoints").glob("model.0002.pth")) == []
-    old = load_checkpoint(runs.run / train.BEST_CHECKPOINT)
-    new = load_checkpoint(logdir / train.BEST_CHECKPOINT)
+    old = load_checkpoint(runs.run / layout.FINAL_CHECKPOINT)
+    new = load_checkpoint(logdir / layout.FINAL_CHECKPOINT)
     assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
 
 
@@ -179,7 +180,7 @@ def test_resume_skips_finished_stages(runs, tmp_path):
 def test_resume_reruns_unfinished_stage(runs, tmp_path):
     logdir = tmp_path / "control"
     shutil.copytree(runs.control, logdir)
-    (logdir / train.DONE_FILE).unlink()
+    (logdir / layout.DONE_FILE).unlink()
     (logdir / "finetune" / train.STAGE_DONE).unlink()
     warm_before = mtimes(logdir, stage_files("warmup"))
     fine_before = (logdir / "finetune/checkpoints/model.best.pth").stat().st_mtime_ns
@@ -187,7 +188,7 @@ def test_resume_reruns_unfinished_stage(runs, tmp_path):
     assert run_main(argv) == 0
     assert mtimes(logdir, stage_files("warmup")) == warm_before
     assert (logdir / "finetune/checkpoints/model.best.pth").stat().st_mtime_ns != fine_before
-    assert (logdir / "finetune" / train.STAGE_DONE).is_file() and (logdir / train.DONE_FILE).is_file()
+    assert (logdir / "finetune" / train.STAGE_DONE).is_file() and (logdir / layout.DONE_FILE).is_file()
 
 
 @pytest.mark.slow
@@ -197,7 +198,7 @@ def test_resume_after_moving_the_run_folder(runs, tmp_path):
     argv = control_args(runs.root, runs.csv, first, "--force")
     assert run_main(argv) == 0  # markers now point into `first`
     first.rename(moved)
-    (moved / train.DONE_FILE).unlink()
+    (moved / layout.DONE_FILE).unlink()
     (moved / "finetune" / train.STAGE_DONE).unlink()
     assert run_main(control_args(runs.root, runs.csv, moved)) == 0
 
@@ -211,11 +212,11 @@ def _params(state, prefix="encoder."):
 
 @pytest.mark.slow
 def test_control_weights_feed_the_16_class_run(runs):
-    control = load_checkpoint(runs.control / train.BEST_CHECKPOINT)
+    control = load_checkpoint(runs.control / layout.FINAL_CHECKPOINT)
     assert control["head.weight"].shape[0] == 4
     # building the Part II model loads the Part I encoder and a fresh 16-class head
     cfg = resolved(runs.argv)
-    assert cfg["model_params"]["weight"] == str(runs.control / train.BEST_CHECKPOINT)
+    assert cfg["model_params"]["weight"] == str(runs.control / layout.FINAL_CHECKPOINT)
     net = create_model(**cfg["model_params"])
     state = net.state_dict()
     assert state["head.weight"].shape[0] == 16
@@ -226,7 +227,7 @@ def test_control_weights_feed_the_16_class_run(runs):
     learned = {n for n, _ in net.named_parameters() if n.startswith("encoder.")}
     assert learned and all(torch.equal(warm[k], control[k]) for k in learned)
     assert not torch.equal(warm["head.weight"], state["head.weight"])  # the head did learn
-    final = load_checkpoint(runs.run / train.BEST_CHECKPOINT)
+    final = load_checkpoint(runs.run / layout.FINAL_CHECKPOINT)
     assert any(not torch.equal(final[k], control[k]) for k in learned)  # fine-tuning moved the encoder
 
 
@@ -249,7 +250,7 @@ def test_six_channel_checkpoint_into_five_channels(demo_root, demo_csv, tmp_path
     monkeypatch.setenv("DEBUG", "1")
     with pytest.raises(ValueError, match="6 channels"):
         run_main(argv)
-    assert not (logdir / train.DONE_FILE).exists()
+    assert not (logdir / layout.DONE_FILE).exists()
 
 
 @pytest.mark.slow

@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 from catalyst import dl
 from catalyst.utils.misc import set_global_seed
-from catalyst.utils.torch import get_available_engine
 from torch.utils.data import DataLoader
 
 import cli
@@ -85,6 +84,18 @@ def make_loaders(cfg) -> "OrderedDict[str, DataLoader]":
         train=DataLoader(train_ds, batch_size=dp["batch_size"], shuffle=True, drop_last=dp["drop_last"], **common),
         valid=DataLoader(valid_ds, batch_size=dp["valid_batch_size"] or dp["batch_size"], shuffle=False, **common),
     )
+
+
+def make_engine(engine_params: dict) -> dl.Engine:
+    """CPU, one GPU, or DataParallel over all visible GPUs; fp16 autocast on CUDA with amp.
+
+    Not catalyst's get_available_engine: it passes ``fp16=`` to accelerate's
+    Accelerator, which accelerate 0.34 rejects.
+    """
+    if engine_params["cpu"] or not torch.cuda.is_available():
+        return dl.CPUEngine()
+    engine = dl.DataParallelEngine if torch.cuda.device_count() > 1 else dl.GPUEngine
+    return engine(mixed_precision="fp16" if engine_params["amp"] else "no")
 
 
 def save_final(model, cfg, path: Path, metric: dict) -> None:
@@ -155,7 +166,7 @@ def train(cfg, logdir, force: bool = False) -> dict:
     started = time.time()
     loaders = make_loaders(cfg)
     model = create_model(**cfg["model_params"])
-    engine = get_available_engine(cpu=cfg["engine_params"]["cpu"], fp16=cfg["engine_params"]["amp"])
+    engine = make_engine(cfg["engine_params"])
     result, previous = {}, None
     for name, stage in cfg["stages"].items():
         stage_dir = logdir / name

@@ -262,3 +262,30 @@ def test_same_seed_gives_the_same_model(demo_root, demo_csv, tmp_path):
         weights.append(load_checkpoint(tmp_path / name / "checkpoints" / "best.pth"))
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+@pytest.mark.parametrize("gpus, amp, expected, precision", [
+    (1, True, "GPUEngine", "fp16"), (1, False, "GPUEngine", "no"), (2, True, "DataParallelEngine", "fp16")])
+def test_engine_on_cuda_machines(monkeypatch, gpus, amp, expected, precision):
+    """The engine kwargs must be ones accelerate's Accelerator accepts (catalyst's own helper passes fp16=)."""
+    import inspect
+
+    import accelerate
+
+    made = {}
+
+    class Recorder:
+        def __init__(self, **kwargs):
+            made.update(kwargs)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(train.dl, expected, type(expected, (Recorder,), {}))
+    engine = train.make_engine({"cpu": False, "amp": amp})
+    assert type(engine).__name__ == expected
+    assert made == {"mixed_precision": precision}
+    assert set(made) <= set(inspect.signature(accelerate.Accelerator.__init__).parameters)
+
+
+def test_engine_on_cpu_ignores_amp():
+    assert isinstance(train.make_engine({"cpu": True, "amp": True}), train.dl.CPUEngine)

@@ -30,7 +30,7 @@ TABLE_COLUMNS = ["id_code", "experiment", "plate", "well", "dataset", "label"]
 def _finish(df: pd.DataFrame, csv) -> pd.DataFrame:
     df = df.copy()
     if "id_code" not in df.columns:
-        df["id_code"] = [rxrx.id_code(e, p, w) for e, p, w in zip(df.experiment, df.plate, df.well)]
+        df["id_code"] = rxrx.id_codes(df)
     bad = ~df["dataset"].isin(rxrx.DATASETS)
     if bad.any():
         raise DataError(
@@ -103,7 +103,7 @@ class Normalizer:
             raise DataError(f"{source} lacks required column(s) {missing}")
         stats = stats.copy()
         if "id_code" not in stats.columns:
-            stats["id_code"] = [rxrx.id_code(e, p, w) for e, p, w in zip(stats.experiment, stats.plate, stats.well)]
+            stats["id_code"] = rxrx.id_codes(stats)
         keys = self.LEVELS[mode]
         # Pool second moments so a group's std covers within- and between-site spread.
         stats["sq"] = stats["std"] ** 2 + stats["mean"] ** 2

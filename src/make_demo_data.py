@@ -165,7 +165,7 @@ def write_images(out_dir, df, params, effects, seed, image_size):
 def write_tables(out_dir, df):
     """The Kaggle CSVs (plus test_labels.csv, the demo's hidden truth)."""
     df = df.copy()
-    df["id_code"] = [rxrx.id_code(e, p, w) for e, p, w in zip(df.experiment, df.plate, df.well)]
+    df["id_code"] = rxrx.id_codes(df)
     wells = ["id_code", "experiment", "plate", "well"]
     treat = df[df.well_type == "treatment"]
     ctrl = df[df.well_type != "treatment"]

@@ -83,6 +83,11 @@ def id_code(experiment: str, plate: int, well: str) -> str:
     return f"{experiment}_{plate}_{well}"
 
 
+def id_codes(df: pd.DataFrame) -> pd.Series:
+    """``id_code`` of every row of a table with experiment, plate and well columns."""
+    return df["experiment"].astype(str) + "_" + df["plate"].astype(str) + "_" + df["well"].astype(str)
+
+
 def image_path(root, dataset: str, experiment: str, plate: int, well: str, site: int, channel: int) -> Path:
     return Path(root) / dataset / experiment / f"Plate{int(plate)}" / f"{well}_s{int(site)}_w{int(channel)}.png"
 

@@ -202,12 +202,3 @@ def stage_settings(cfg: Dict[str, Any], stage: str) -> Dict[str, Any]:
     out = {"optimizer_params": merge(cfg["optimizer_params"], st.get("optimizer_params") or {}, strict=False)}
     out.update({k: v for k, v in st.items() if k != "optimizer_params"})
     return out
-
-
-def list_keys(cfg: Dict, prefix: str = "") -> List[str]:
-    keys = []
-    for k, v in cfg.items():
-        keys.append(prefix + k)
-        if isinstance(v, dict):
-            keys.extend(list_keys(v, prefix + k + "/"))
-    return keys

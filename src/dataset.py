@@ -98,7 +98,7 @@ class Normalizer:
             return
         if stats is None:
             raise DataError(f"normalization '{mode}' needs pixel_stats")
-        missing = [c for c in ["experiment", "plate", "well", "site", "channel", "mean", "std"] if c not in stats.columns]
+        missing = [c for c in (*rxrx.STATS_KEYS, "mean", "std") if c not in stats.columns]
         if missing:
             raise DataError(f"{source} lacks required column(s) {missing}")
         stats = stats.copy()
@@ -142,7 +142,7 @@ def load_normalizer(data_params: dict) -> Normalizer:
     from make_pixel_stats import ensure_pixel_stats
 
     path = ensure_pixel_stats(data_params["root"], data_params.get("pixel_stats"))
-    stats = rxrx.read_csv(path, ["experiment", "plate", "well", "site", "channel", "mean", "std"])
+    stats = rxrx.read_csv(path, [*rxrx.STATS_KEYS, "mean", "std"])
     return Normalizer(mode, stats, data_params.get("min_std", 1.0), source=str(path))
 
 

@@ -10,11 +10,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-CHANNELS = (1, 2, 3, 4, 5, 6)
-CHANNEL_NAMES = ("Hoechst", "ConA", "Phalloidin", "Syto14", "MitoTracker", "WGA")
+CHANNELS = (1, 2, 3, 4, 5, 6)  # Hoechst, ConA, Phalloidin, Syto14, MitoTracker, WGA
 SITES = (1, 2)
-N_TREATMENTS = 1108  # siRNA ids 0..1107; controls follow
-N_CONTROLS = 31  # siRNA ids 1108..1138
+N_TREATMENTS = 1108  # siRNA ids 0..1107; the 31 controls are 1108..1138
 DATASETS = ("train", "test")
 # rxrx1-utils montage convention: (RGB colour, intensity window max) per channel
 CHANNEL_COLOURS = {

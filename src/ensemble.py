@@ -286,11 +286,16 @@ def oof_accuracy(runs, weights, train_df, groups, temperature) -> Optional[pd.Da
     wells = train.loc[ids].reset_index()
     probs = softmax(np.concatenate(logit_parts), temperature)
     labels, _ = plate_labels(probs, wells, groups)
-    truth = wells["sirna"].to_numpy()
+    return accuracy_table(wells["experiment"], wells["sirna"], probs.argmax(axis=1), labels)
+
+
+def accuracy_table(experiments, truth, argmax, assigned) -> pd.DataFrame:
+    """Per-experiment n_wells, acc_argmax and acc_assigned, plus an ``ALL`` row."""
+    truth = np.asarray(truth)
     hits = pd.DataFrame({
-        "experiment": wells["experiment"].astype(str),
-        "argmax": probs.argmax(axis=1) == truth,
-        "assigned": labels == truth,
+        "experiment": np.asarray(experiments).astype(str),
+        "argmax": np.asarray(argmax) == truth,
+        "assigned": np.asarray(assigned) == truth,
     })
     table = hits.groupby("experiment").agg(
         n_wells=("argmax", "size"), acc_argmax=("argmax", "mean"), acc_assigned=("assigned", "mean")

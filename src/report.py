@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import cli  # noqa: E402
+from ensemble import accuracy_table  # noqa: E402
 import layout  # noqa: E402
 import rxrx  # noqa: E402
 from fsutil import atomic_path, write_csv  # noqa: E402
@@ -91,9 +92,7 @@ def test_accuracy(ensemble_dir, data_root):
     sub = rxrx.read_csv(Path(ensemble_dir) / "test_assigned.csv", ["id_code", "experiment", "sirna", "sirna_argmax"])
     truth = rxrx.read_csv(labels, ["id_code", "sirna"]).rename(columns={"sirna": "truth"})
     m = sub.merge(truth[["id_code", "truth"]], on="id_code", how="inner")
-    per = m.assign(a=m.sirna_argmax == m.truth, b=m.sirna == m.truth).groupby("experiment")[["a", "b"]].mean()
-    per.loc["ALL"] = [float((m.sirna_argmax == m.truth).mean()), float((m.sirna == m.truth).mean())]
-    return per.rename(columns={"a": "acc_argmax", "b": "acc_assigned"}).reset_index()
+    return accuracy_table(m["experiment"], m["truth"], m["sirna_argmax"], m["sirna"])
 
 
 def ensemble(ensemble_dir, data_root, out_dir, name: str = None, montage_wells: int = 6, tile_size: int = 160):

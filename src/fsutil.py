@@ -40,3 +40,12 @@ def write_npy(array, path):
 def write_text(text: str, path):
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text)
+
+
+def write_png(image, path):
+    """An 8-bit image (HxW, or HxWx3 in OpenCV's BGR order) as a PNG."""
+    import cv2
+
+    with atomic_path(path) as tmp:  # the temporary name keeps the .png suffix cv2 needs
+        if not cv2.imwrite(str(tmp), image):
+            raise OSError(f"cv2.imwrite failed for {path}")

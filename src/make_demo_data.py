@@ -20,7 +20,6 @@ import logging
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
@@ -153,10 +152,7 @@ def write_images(out_dir, df, params, effects, seed, image_size):
                 imgs = render_sites(rng, sirnas, params, effects["type_size"][ct], gain, offset, image_size)
                 for (w, site), img in zip(chunk, imgs):
                     for i, ch in enumerate(rxrx.CHANNELS):
-                        path = rxrx.image_path(out_dir, dataset, experiment, plate, w.well, site, ch)
-                        with fsutil.atomic_path(path) as tmp:
-                            if not cv2.imwrite(str(tmp), img[i]):
-                                raise OSError(f"cv2.imwrite failed for {path}")
+                        fsutil.write_png(img[i], rxrx.image_path(out_dir, dataset, experiment, plate, w.well, site, ch))
                         n_images += 1
                 bar.update(len(chunk))
     return n_images

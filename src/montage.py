@@ -79,10 +79,7 @@ def write_montage(root, rows_df, out_png, channels=rxrx.CHANNELS, site=1, max_we
     padded = [np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0))) for t in tiles]
     sheet = np.concatenate([x for t in padded for x in (t, spacer)][:-1], axis=1)
     out_png = Path(out_png)
-    with fsutil.atomic_path(out_png) as tmp:
-        # OpenCV writes BGR
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"cv2.imwrite failed for {out_png}")
+    fsutil.write_png(cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), out_png)  # OpenCV writes BGR
     return out_png
 
 

@@ -228,9 +228,9 @@ def main(out_dir="data/demo", n_sirnas=32, n_controls=4, cell_types=4, train_exp
     # CSVs after the images: a listed well always has its files
     n_train, n_test, n_ctrl = write_tables(out_dir, df)
     if pixel_stats:
-        from make_pixel_stats import compute_pixel_stats
+        from make_pixel_stats import write_pixel_stats
 
-        fsutil.write_csv(compute_pixel_stats(out_dir), out_dir / "pixel_stats.csv")
+        write_pixel_stats(out_dir)
     summary = {
         "out_dir": str(out_dir), "experiments": int(df.experiment.nunique()), "train_wells": n_train,
         "test_wells": n_test, "control_wells": n_ctrl, "images": n_images,

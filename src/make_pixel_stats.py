@@ -73,14 +73,25 @@ def compute_pixel_stats(data_root, workers: int = 4) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=STATS_COLUMNS)
 
 
+def stats_path(data_root, path=None) -> Path:
+    """``path``, or Kaggle's place for the file: ``{data_root}/pixel_stats.csv``."""
+    return Path(path) if path is not None else Path(data_root) / "pixel_stats.csv"
+
+
+def write_pixel_stats(data_root, path=None, workers: int = 4) -> Path:
+    """Compute the stats and write them (default ``{data_root}/pixel_stats.csv``); returns the path."""
+    path = stats_path(data_root, path)
+    fsutil.write_csv(compute_pixel_stats(data_root, workers=workers), path)
+    return path
+
+
 def ensure_pixel_stats(data_root, path=None, workers: int = 4) -> Path:
     """Return the pixel-stats CSV path, computing and writing it only if absent."""
-    path = Path(path) if path is not None else Path(data_root) / "pixel_stats.csv"
+    path = stats_path(data_root, path)
     if path.is_file():
         return path
     log.info("%s absent: computing pixel stats from the images", path)
-    fsutil.write_csv(compute_pixel_stats(data_root, workers=workers), path)
-    return path
+    return write_pixel_stats(data_root, path, workers)
 
 
 def main(data_root, out=None, workers: int = 4):
@@ -92,10 +103,7 @@ def main(data_root, out=None, workers: int = 4):
         out: output CSV; default None means ``{data_root}/pixel_stats.csv``.
         workers: threads decoding PNGs in parallel; default 4.
     """
-    out = Path(out) if out is not None else Path(data_root) / "pixel_stats.csv"
-    stats = compute_pixel_stats(data_root, workers=workers)
-    fsutil.write_csv(stats, out)
-    print(f"wrote {len(stats)} rows to {out}")
+    print(f"wrote {write_pixel_stats(data_root, out, workers)}")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,11 @@ TTA_VIEWS = {
 }
 
 
+def check_tta(tta: str) -> None:
+    if tta not in TTA_VIEWS:
+        raise DataError(f"unknown tta '{tta}'; known: {sorted(TTA_VIEWS)}")
+
+
 def find_runs(model_root, model_name: str) -> List[Path]:
     """Finished runs (with DONE.json) under model_root/<channels>/fold_<k>/<model_name>."""
     runs = layout.finished_runs(model_root, model_name)
@@ -71,8 +76,7 @@ def load_run(run_dir: Path, device):
 def predict(model, dataset, batch_size: int, num_workers: int, device, tta: str = "none",
             desc: str = "predict") -> np.ndarray:
     """Logits for every row, averaged over the dataset's sites and the TTA views."""
-    if tta not in TTA_VIEWS:
-        raise DataError(f"unknown tta '{tta}'; known: {sorted(TTA_VIEWS)}")
+    check_tta(tta)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     use_amp = device.type == "cuda"
     out = []
@@ -102,8 +106,7 @@ def predict_run(run_dir: Path, data_root, out_dir: Path, sites=(1, 2), tta="none
                 num_workers=0, device="auto", overwrite=False, image_size=None, test_csv=None) -> Path:
     """Write pred_test.npy, pred_valid.npy and valid_ids.csv for one run."""
     channels_tag, fold, model_name = run_dir.parent.parent.name, run_dir.parent.name, run_dir.name
-    if tta not in TTA_VIEWS:
-        raise DataError(f"unknown tta '{tta}'; known: {sorted(TTA_VIEWS)}")
+    check_tta(tta)
     dest = out_dir / channels_tag / fold / model_name
     outputs = [dest / layout.PRED_TEST, dest / layout.PRED_VALID, dest / layout.VALID_IDS]
     settings = {"sites": list(sites), "tta": tta}

@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-import cli
-import fsutil
-import rxrx
+from cellpipe.core import cli
+from cellpipe.core import fsutil
+from cellpipe.sources import rxrx1 as rxrx
 
 log = logging.getLogger(__name__)
 
@@ -194,12 +194,14 @@ def check_args(n_sirnas, n_controls, cell_types, train_per_type, test_per_type, 
         raise rxrx.DataError(f"image_size={image_size} is below the minimum of 16")
 
 
-def main(out_dir="data/demo", n_sirnas=32, n_controls=4, cell_types=4, train_experiments_per_type=3,
+def main(out_dir="data/demo", kind="rxrx1", n_sirnas=32, n_controls=4, cell_types=4, train_experiments_per_type=3,
          test_experiments_per_type=1, image_size=64, seed=0, pixel_stats=True, drop_wells=1):
-    """Write a synthetic RxRx1-layout data set; returns a summary dict.
+    """Write a synthetic data set (RxRx1 Kaggle layout, or another adapter's format); returns a summary dict.
 
     Args:
         out_dir: output folder (default data/demo); existing files are overwritten.
+        kind: rxrx1 (default: the Kaggle layout below) | manifest | folder | phenix | rxrx1_2020
+            (a small 4-class set in that adapter's own format; the other flags do not apply).
         n_sirnas: treatment siRNA classes 0..n_sirnas-1 (default 32); a multiple of 4.
         n_controls: control siRNAs n_sirnas..n_sirnas+n_controls-1 on every plate (default 4);
             the last one is the negative control.
@@ -213,6 +215,13 @@ def main(out_dir="data/demo", n_sirnas=32, n_controls=4, cell_types=4, train_exp
         drop_wells: treatment wells removed from the first test plate and one train plate
             (default 1), as real plates miss a well.
     """
+    if kind != "rxrx1":
+        from cellpipe.demo.generic import WRITERS
+
+        if kind not in WRITERS:
+            raise rxrx.DataError(f"unknown demo kind '{kind}'; known: rxrx1, {', '.join(WRITERS)}")
+        WRITERS[kind](Path(out_dir), seed=seed)
+        return {"out_dir": str(out_dir), "kind": kind}
     check_args(n_sirnas, n_controls, cell_types, train_experiments_per_type, test_experiments_per_type,
                image_size, drop_wells)
     started = time.time()

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-import cli
-import fsutil
-import rxrx
+from cellpipe.core import cli
+from cellpipe.core import fsutil
+from cellpipe.sources import rxrx1 as rxrx
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,30 @@ def load_controls(root: Path) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def main(data_root, out_dir="csv", n_folds=5, seed=42, control_valid_per_type=1):
+def generic_folds(data_root, out_dir, n_folds, seed, source, source_params, grouped, splits):
+    """Fold files (``id`` lists) of any source's labelled rows of ``splits``, for train.py's
+    data_params/train_csv and valid_csv (cross-validation)."""
+    from cellpipe.data.folds import make_folds as fold_table
+    from cellpipe.sources import make_source
+
+    src = make_source({"source": source, "root": data_root, "source_params": source_params or {}})
+    table = src.catalog()
+    splits = [splits] if isinstance(splits, str) else list(splits)
+    table = table[table["split"].isin(splits)]
+    record = []
+    for k, (tr, va) in enumerate(fold_table(table, n_folds, seed, grouped)):
+        fsutil.write_csv(tr[["id", "label", "group"]], Path(out_dir) / f"train_{k}.csv")
+        fsutil.write_csv(va[["id", "label", "group"]], Path(out_dir) / f"valid_{k}.csv")
+        record.append({"fold": k, "n_train": len(tr), "n_valid": len(va)})
+    meta = {"source": source, "n_folds": n_folds, "seed": seed, "grouped": grouped, "splits": splits,
+            "rule": "StratifiedGroupKFold by label and group" if grouped else "StratifiedKFold by label",
+            "folds": record}
+    fsutil.write_text(json.dumps(meta, indent=2) + "\n", Path(out_dir) / "folds.json")
+    print(f"wrote {n_folds} folds of {len(table)} {source} samples to {out_dir}")
+
+
+def main(data_root, out_dir="csv", n_folds=5, seed=42, control_valid_per_type=1, source="rxrx1",
+         source_params=None, grouped=True, splits=("train", "valid")):
     """Write fold CSVs, the control split and folds.json.
 
     Args:
@@ -89,7 +112,14 @@ def main(data_root, out_dir="csv", n_folds=5, seed=42, control_valid_per_type=1)
         seed: shuffling seed of the folds and the control hold-out (default 42).
         control_valid_per_type: whole experiments per cell type held out from the
             control wells as validation (default 1).
+        source: input adapter (default rxrx1: the Kaggle layout above); any other source writes
+            train_{k}.csv / valid_{k}.csv listing sample ids of its labelled rows.
+        source_params: the adapter's settings, e.g. {manifest: m.csv} (other sources only).
+        grouped: keep each sample group in one fold (other sources only; default True).
+        splits: which of the source's splits are folded (other sources only; default train and valid).
     """
+    if source != "rxrx1":
+        return generic_folds(data_root, out_dir, n_folds, seed, source, source_params, grouped, splits)
     root, out_dir = Path(data_root), Path(out_dir)
     train = rxrx.read_csv(root / "train.csv", required=("id_code",) + rxrx.WELL_COLUMNS + ("sirna",))
     folds = make_folds(train, n_folds, seed)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-import cli
-import rxrx
-from fsutil import write_csv, write_text
-from rxrx import DataError
+from cellpipe.core import cli
+from cellpipe.sources import rxrx1 as rxrx
+from cellpipe.core.fsutil import write_csv, write_text
+from cellpipe.core.errors import DataError
 
 log = logging.getLogger("make_pseudo")
 ASSIGNED = "test_assigned.csv"

@@ -2,23 +2,21 @@
 
     python src/report.py runs --log_dir /logs                  # each run's valid scores vs chance
     python src/report.py ensemble --ensemble_dir E --data_root D --out_dir R
+    python src/report.py run --run_dir R [--out_dir O]            # pictures of one single-label run
 """
 import json
 import logging
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-import cli  # noqa: E402
-from ensemble import accuracy_table  # noqa: E402
-import layout  # noqa: E402
-import rxrx  # noqa: E402
-from fsutil import atomic_path, write_csv  # noqa: E402
-from montage import write_montage  # noqa: E402
+from cellpipe.core import cli
+from cellpipe.rxrx.ensemble import accuracy_table
+from cellpipe.core import layout
+from cellpipe.sources import rxrx1 as rxrx
+from cellpipe.core.fsutil import write_csv
+from cellpipe.reports.montage import write_montage
+from cellpipe.reports.plots import accuracy_bars_png, confusion_matrix_png, per_class_f1_png, plate_heatmap_png
 
 log = logging.getLogger("report")
 
@@ -62,28 +60,6 @@ def runs(log_dir, out_csv=None):
     return None
 
 
-def plot_assignment(acc: pd.DataFrame, out_png, title: str) -> Path:
-    """Bar chart of per-experiment accuracy before and after the plate assignment."""
-    acc = acc[acc["experiment"] != "ALL"]
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(acc) + 2), 4))
-    x = range(len(acc))
-    width = 0.4
-    ax.bar([i - width / 2 for i in x], acc["acc_argmax"], width, label="argmax")
-    ax.bar([i + width / 2 for i in x], acc["acc_assigned"], width, label="per-plate assignment")
-    ax.set_xticks(list(x))
-    ax.set_xticklabels(acc["experiment"], rotation=45, ha="right")
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("accuracy")
-    ax.set_title(title)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    out_png = Path(out_png)
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return out_png
-
-
 def test_accuracy(ensemble_dir, data_root):
     """Accuracy of submission.csv against {data_root}/test_labels.csv (the demo has them)."""
     labels = Path(data_root) / "test_labels.csv"
@@ -112,19 +88,61 @@ def ensemble(ensemble_dir, data_root, out_dir, name: str = None, montage_wells: 
     write_csv(oof, out_dir / f"{name}_oof_accuracy.csv")
     print(f"\n{name}: out-of-fold accuracy per experiment")
     print(oof.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    plot_assignment(oof, out_dir / f"{name}_oof_accuracy.png", f"{name}: out-of-fold accuracy")
+    accuracy_bars_png(oof, out_dir / f"{name}_oof_accuracy.png", f"{name}: out-of-fold accuracy")
     test = test_accuracy(ensemble_dir, data_root)
     if test is not None:
         write_csv(test, out_dir / f"{name}_test_accuracy.csv")
         print(f"\n{name}: test accuracy against test_labels.csv")
         print(test.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        plot_assignment(test, out_dir / f"{name}_test_accuracy.png", f"{name}: test accuracy")
+        accuracy_bars_png(test, out_dir / f"{name}_test_accuracy.png", f"{name}: test accuracy")
     assigned = rxrx.read_csv(ensemble_dir / "test_assigned.csv", ["experiment", "plate", "well"])
-    write_montage(data_root, assigned.assign(dataset="test"), out_dir / f"{name}_montage.png",
-                  max_wells=montage_wells, tile_size=tile_size)
+    source = rxrx.Rxrx1Source(data_root)
+    wells = assigned.assign(dataset="test", id=assigned["id_code"] if "id_code" in assigned else rxrx.id_codes(assigned))
+    write_montage(source, wells, out_dir / f"{name}_montage.png", max_samples=montage_wells, tile_size=tile_size)
     log.info("report written to %s", out_dir)
     return None
 
 
+def run(run_dir, out_dir=None, data_root=None, montage_samples: int = 6, tile_size: int = 160):
+    """Pictures of one finished single-label run: confusion matrix, per-class F1, a montage of
+    validation samples in the source's colours and, for plate-based sources, a plate map of
+    validation accuracy (edge and batch effects show at a glance).
+
+    Args:
+        run_dir: a finished run folder (valid_predictions.csv, per_class.csv, config.yml).
+        out_dir: where the PNGs go (default: the run folder).
+        data_root: the data folder (default: the run's data_params/root).
+        montage_samples: validation samples in the montage.
+        tile_size: pixel size of each montage tile.
+    """
+    import yaml
+
+    from cellpipe.data.build import split_table
+    from cellpipe.sources import make_source
+
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir or run_dir)
+    preds = rxrx.read_csv(run_dir / layout.VALID_PREDICTIONS, ["id", "pred", "truth"])
+    written = [confusion_matrix_png(run_dir / layout.VALID_PREDICTIONS, out_dir / layout.CONFUSION_PNG),
+               per_class_f1_png(run_dir / layout.PER_CLASS, out_dir / "per_class_f1.png")]
+    dp = yaml.safe_load((run_dir / layout.CONFIG_FILE).read_text())["data_params"]
+    if data_root is not None:
+        dp["root"] = str(data_root)
+    source = make_source(dp)
+    valid = split_table(source, dp, "valid")
+    written.append(write_montage(source, valid, out_dir / "montage.png", channels=dp["channels"],
+                                 max_samples=montage_samples, tile_size=tile_size))
+    if source.plate_columns and source.well_column:
+        hits = valid.merge(preds.astype({"id": str}), on="id")
+        hits["correct"] = (hits["pred"].astype(str) == hits["truth"].astype(str)).astype(float)
+        written.append(plate_heatmap_png(hits, "correct", out_dir / "plate_accuracy.png",
+                                         plate_columns=source.plate_columns, well_column=source.well_column,
+                                         title="validation accuracy per well"))
+    for path in written:
+        if path is not None:
+            print(f"wrote {path}")
+    return None
+
+
 if __name__ == "__main__":
-    cli.run({"runs": runs, "ensemble": ensemble})
+    cli.run({"runs": runs, "ensemble": ensemble, "run": run})

@@ -3,8 +3,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import compat  # noqa: F401  (first, as in every entry point)
 import torch
+
+from cellpipe.core import compat
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -59,6 +60,6 @@ def test_subprocess_import_with_and_without_shim():
         bare = _run("import torchvision")
         assert bare.returncode != 0
         assert "torchvision::nms" in bare.stderr
-    shimmed = _run("import compat, torchvision; print(torchvision.__version__)")
+    shimmed = _run("import cellpipe, torchvision; print(torchvision.__version__)")
     assert shimmed.returncode == 0, shimmed.stderr
     assert shimmed.stdout.strip()

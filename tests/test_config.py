@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import config
-from config import ConfigError, load_config, parse_overrides
+from cellpipe.core import config
+from cellpipe.core.config import ConfigError, load_config, parse_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -175,14 +175,19 @@ def test_unknown_key_on_command_line(override, key):
     ("--stages/finetune/scheduler_params/lr_range=[0.1]", "stages/finetune/scheduler_params/lr_range"),
 ])
 def test_bad_values_name_the_key(override, key):
-    with pytest.raises(ConfigError) as e:
-        load_config(CONFIGS / "config.yml", overrides=[override])
+    from cellpipe.training.checks import check_names
+
+    with pytest.raises(ConfigError) as e:  # at load, or at the start-up checks against the source
+        check_names(load_config(CONFIGS / "config.yml", overrides=[override]))
     assert key in str(e.value)
 
 
 def test_channel_error_names_the_channel():
-    with pytest.raises(ConfigError, match="7"):
-        load_config(CONFIGS / "config.yml", overrides=["--data_params/channels=[1,7]"])
+    from cellpipe.training.checks import check_names
+
+    cfg = load_config(CONFIGS / "config.yml", overrides=["--data_params/channels=[1,7]"])
+    with pytest.raises(ConfigError, match="channel 7 is outside 1-6"):
+        check_names(cfg)
 
 
 def test_dump_round_trips():

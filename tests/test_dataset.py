@@ -9,11 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
-import rxrx
-from config import load_config
-from dataset import (TABLE_COLUMNS, TABLES, CellDataset, Normalizer, build_transforms, load_normalizer,
-                     make_dataset, verify_files, worker_init_fn)
-from rxrx import DataError
+from cellpipe.sources import rxrx1 as rxrx
+from cellpipe.core.config import load_config
+from cellpipe.data.build import load_normalizer, make_dataset
+from cellpipe.data.dataset import verify_files
+from cellpipe.data.normalize import Normalizer
+from cellpipe.data.transforms import build_transforms, worker_init_fn
+from cellpipe.sources.rxrx1 import TABLES
+from cellpipe.sources.base import TABLE_COLUMNS
+from cellpipe.core.errors import DataError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 N_SIRNAS, CONTROL_OFFSET, N_CONTROLS = 16, 16, 4  # conftest.DEMO_KWARGS
@@ -44,6 +48,14 @@ def root_copy(demo_root, tmp_path):
     return dst
 
 
+LEVEL_KEYS = {"image": ["id", "site"], "plate": ["experiment", "plate"], "experiment": ["experiment"]}
+
+
+def _norm(mode, stats, **kwargs):
+    """A Normalizer fitted on a pixel_stats table (Kaggle format)."""
+    return Normalizer(mode, LEVEL_KEYS[mode], **kwargs).add(stats.assign(id=stats["id_code"]), len(rxrx.CHANNELS))
+
+
 def _raw(root, row, site, channels):
     return rxrx.load_site(root, row["dataset"], row["experiment"], row["plate"], row["well"], site, channels)
 
@@ -58,8 +70,9 @@ def test_non_pseudo_table(demo_csv):
     assert list(table.columns[:len(TABLE_COLUMNS)]) == TABLE_COLUMNS
     assert len(table) == len(src)
     assert (table["dataset"] == "train").all()
-    assert (table["label"] == src["sirna"]).all()
-    assert set(table["label"]) <= set(range(N_SIRNAS))
+    assert (table["label"] == src["sirna"].astype(str)).all()  # labels are class names (text)
+    assert set(table["label"]) <= {str(i) for i in range(N_SIRNAS)}
+    assert (table["id"] == table["id_code"]).all() and (table["group"] == table["experiment"]).all()
     assert list(table["id_code"]) == [f"{e}_{p}_{w}" for e, p, w in zip(src.experiment, src.plate, src.well)]
 
 
@@ -70,7 +83,7 @@ def test_pseudo_table_mixes_train_and_test(demo_root, demo_csv, tmp_path, dp):
     pd.concat([train.head(5), test.head(5)]).to_csv(csv, index=False)
     table = TABLES.build("pseudo", csv=csv)
     assert list(table["dataset"]) == ["train"] * 5 + ["test"] * 5
-    assert list(table["label"]) == list(train.sirna.head(5)) + list(test.sirna.head(5))
+    assert list(table["label"]) == [str(s) for s in list(train.sirna.head(5)) + list(test.sirna.head(5))]
     # test rows are read from test/, train rows from train/
     ds = make_dataset({**dp, "image_size": NATIVE, "dataset": "pseudo"}, "valid", num_classes=N_SIRNAS, csv=csv)
     for i in (0, 9):
@@ -94,15 +107,15 @@ def test_control_table_maps_labels(demo_csv):
     csv = demo_csv / "control_train.csv"
     src = pd.read_csv(csv)
     table = TABLES.build("control", csv=csv, control_offset=CONTROL_OFFSET)
-    assert (table["label"] == src["sirna"] - CONTROL_OFFSET).all()
-    assert set(table["label"]) == set(range(N_CONTROLS))
+    assert (table["label"] == (src["sirna"] - CONTROL_OFFSET).astype(str)).all()
+    assert set(table["label"]) == {str(i) for i in range(N_CONTROLS)}
     assert set(table["dataset"]) == {"train", "test"}  # controls of both image folders
 
 
 def test_test_table(demo_root):
     table = TABLES.build("test", csv=demo_root / "test.csv")
     assert len(table) == len(pd.read_csv(demo_root / "test.csv"))
-    assert (table["label"] == -1).all() and (table["dataset"] == "test").all()
+    assert table["label"].isna().all() and (table["dataset"] == "test").all()
 
 
 def test_unknown_table_kind_lists_known(demo_csv):
@@ -127,7 +140,7 @@ def test_labels_outside_num_classes(dp, demo_csv, kind, csv_name, num_classes, o
     with pytest.raises(DataError) as e:
         make_dataset({**dp, "dataset": kind, "control_offset": offset}, "train", num_classes=num_classes, csv=csv)
     assert str(csv) in str(e.value)
-    assert f"num_classes={num_classes}" in str(e.value)
+    assert f"({num_classes} classes" in str(e.value) and "is not a class" in str(e.value)
 
 
 def test_control_dataset_fits_four_classes(dp, demo_csv):
@@ -148,7 +161,7 @@ def test_train_item_shape(dp):
         assert isinstance(x, torch.Tensor) and x.dtype == torch.float32
         assert x.shape == (3, 24, 24)
         assert torch.isfinite(x).all()
-        assert item["targets"] == ds.table["label"][i] and item["index"] == i
+        assert item["targets"] == int(ds.table["label"][i]) and item["index"] == i
 
 
 def test_eval_item_has_every_site_and_is_deterministic(dp):
@@ -187,7 +200,7 @@ def test_channel_subset_selects_the_right_planes(dp, demo_root):
     ds = make_dataset({**dp, "image_size": NATIVE, "normalization": "none", "channels": [5, 1]}, "valid")
     x = ds[0]["features"][0].numpy()
     for i, c in enumerate([5, 1]):
-        plane = rxrx.read_png(rxrx.image_path(demo_root, "train", row.experiment, row.plate, row.well, 1, c))
+        plane = rxrx.load_site(demo_root, "train", row.experiment, row.plate, row.well, 1, [c])[..., 0]
         np.testing.assert_allclose(x[i], plane / 255.0, rtol=1e-6)
 
 
@@ -211,7 +224,7 @@ def test_image_normalization_matches_pixel_stats_row(dp, demo_root, stats):
 @pytest.mark.parametrize("mode,keys", [("plate", ["experiment", "plate"]), ("experiment", ["experiment"])])
 def test_group_normalization_uses_pooled_pixels(demo_root, stats, mode, keys):
     """Brute force: the stats of every pixel of every site in the plate / experiment."""
-    norm = Normalizer(mode, stats)
+    norm = _norm(mode, stats)
     first = stats.iloc[0]
     group = stats[np.logical_and.reduce([stats[k] == first[k] for k in keys])]
     wells = group.drop_duplicates(["id_code", "site"])
@@ -243,34 +256,42 @@ def test_none_normalization_divides_by_255():
 def test_min_std_floors_the_divisor(stats):
     row = stats.iloc[0]
     floor = float(stats[(stats.id_code == row.id_code) & (stats.site == row.site)]["std"].max()) * 2
-    norm = Normalizer("image", stats, min_std=floor)
-    out = norm(np.full((1, 1, 6), 50, np.uint8), row, row.site, list(rxrx.CHANNELS))
+    norm = _norm("image", stats, min_std=floor)
+    out = norm(np.full((1, 1, 6), 50, np.uint8), {"id": row.id_code}, row.site, list(rxrx.CHANNELS))
     means = stats[(stats.id_code == row.id_code) & (stats.site == row.site)].sort_values("channel")["mean"]
     np.testing.assert_allclose(out[0, 0], (50 - means.to_numpy()) / floor, rtol=1e-5)
 
 
-def test_unknown_normalization(stats):
+def test_unknown_normalization(dp):
     with pytest.raises(DataError, match="foo"):
-        Normalizer("foo", stats)
+        load_normalizer({**dp, "normalization": "foo"})
 
 
 def test_missing_site_stats_named(stats):
-    norm = Normalizer("image", stats, source="stats.csv")
+    norm = _norm("image", stats, source="stats.csv")
     with pytest.raises(DataError, match="stats.csv"):
-        norm(np.zeros((2, 2, 1), np.uint8), {"id_code": "NOPE-01_1_B02"}, 1, [1])
+        norm(np.zeros((2, 2, 1), np.uint8), {"id": "NOPE-01_1_B02"}, 1, [1])
 
 
-def test_pixel_stats_computed_when_absent(root_copy, stats, dp):
+def test_plate_stats_computed_in_memory_when_absent(root_copy, stats, dp):
+    """Without pixel_stats.csv the plate stats come from the images; nothing is written into the data root."""
     (root_copy / "pixel_stats.csv").unlink()
-    norm = load_normalizer({**dp, "root": str(root_copy), "pixel_stats": None})
-    written = root_copy / "pixel_stats.csv"
-    assert written.is_file()
-    new = pd.read_csv(written)
-    key = list(rxrx.STATS_KEYS)
-    a, b = new.sort_values(key).reset_index(drop=True), stats.sort_values(key).reset_index(drop=True)
-    assert a[key].equals(b[key])
-    np.testing.assert_allclose(a[["mean", "std"]], b[["mean", "std"]], rtol=1e-6)
-    assert norm.table.keys() == Normalizer("image", stats).table.keys()
+    before = sorted(p.name for p in root_copy.iterdir())
+    norm = load_normalizer({**dp, "root": str(root_copy), "pixel_stats": None, "normalization": "plate"})
+    assert sorted(p.name for p in root_copy.iterdir()) == before
+    shipped = _norm("plate", stats[stats.id_code.isin(pd.read_csv(root_copy / "train.csv").id_code)
+                                   | stats.id_code.isin(pd.read_csv(root_copy / "test.csv").id_code)])
+    assert norm.table.keys() == shipped.table.keys()
+    for key in shipped.table:
+        np.testing.assert_allclose(norm.table[key], shipped.table[key], rtol=1e-5)
+
+
+def test_image_normalization_without_stats_uses_the_image_itself():
+    img = np.stack([np.arange(16, dtype=np.float32).reshape(4, 4), np.full((4, 4), 7, np.float32)], axis=-1)
+    out = Normalizer("image", ["id", "site"], min_std=1.0)(img, {"id": "x"}, 1, [1, 2])
+    np.testing.assert_allclose(out[..., 0].mean(), 0, atol=1e-6)
+    np.testing.assert_allclose(out[..., 0].std(), 1, atol=1e-5)
+    np.testing.assert_allclose(out[..., 1], 0)  # a flat channel: std floored at min_std, mean removed
 
 
 # ------------------------------------------------------------------ augmentation
@@ -372,9 +393,10 @@ def test_missing_image_named_by_verify_files(root_copy, dp):
         make_dataset({**dp, "root": str(root_copy)}, "train", num_classes=N_SIRNAS)
     assert str(path) in str(e.value)
     assert "1 missing" in str(e.value)
+    source = rxrx.Rxrx1Source(root_copy, data_params=dp)
     with pytest.raises(DataError, match="w3.png"):
-        verify_files(TABLES.build("non_pseudo", csv=dp["train_csv"]), root_copy, [1, 3, 5], [1, 2])
-    verify_files(TABLES.build("non_pseudo", csv=dp["train_csv"]), root_copy, [1, 3, 5], [1])  # site 1 is complete
+        verify_files(TABLES.build("non_pseudo", csv=dp["train_csv"]), source, [1, 3, 5], [1, 2])
+    verify_files(TABLES.build("non_pseudo", csv=dp["train_csv"]), source, [1, 3, 5], [1])  # site 1 is complete
 
 
 def test_missing_image_named_on_load(root_copy, dp):
@@ -398,9 +420,9 @@ def test_corrupt_png(root_copy, dp):
 
 
 def test_channel_7_in_dataset(dp):
-    table = TABLES.build("non_pseudo", csv=dp["train_csv"])
-    with pytest.raises(DataError, match="channel 7"):
-        CellDataset(table, dp["root"], [1, 7], [1], 24, Normalizer("none"))
+    source = rxrx.Rxrx1Source(dp["root"], data_params=dp)
+    with pytest.raises(DataError, match="channel 7 is outside 1-6"):
+        source.check_channels([1, 7])
 
 
 def test_channel_7_in_make_dataset(dp):

@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 import make_demo_data
-import rxrx
+from cellpipe.sources import rxrx1 as rxrx
 from conftest import DEMO_KWARGS
 
 N_SIRNAS, N_CONTROLS = DEMO_KWARGS["n_sirnas"], DEMO_KWARGS["n_controls"]

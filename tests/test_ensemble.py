@@ -4,9 +4,10 @@ import pandas as pd
 import pytest
 
 from test_plates import make_wells  # the same synthetic plate layout
-import ensemble
-import plates
-from rxrx import DataError, channels_tag
+from cellpipe.rxrx import ensemble
+from cellpipe.rxrx import plates
+from cellpipe.core.errors import DataError
+from cellpipe.core.layout import channels_tag
 
 N_CLASSES, N_GROUPS = 16, 4
 COMBOS = ([1, 2, 3, 4, 5], [1, 2, 3, 4, 6])
@@ -40,7 +41,7 @@ def tree(tmp_path):
             np.save(d / "pred_test.npy", noisy_logits(rng, test_full["sirna"].to_numpy()))
             valid = train[train["experiment"].isin(exps)].sample(frac=1, random_state=k)  # order differs per run
             np.save(d / "pred_valid.npy", noisy_logits(rng, valid["sirna"].to_numpy()))
-            valid[["id_code"]].to_csv(d / "valid_ids.csv", index=False)
+            valid[["id_code"]].rename(columns={"id_code": "id"}).to_csv(d / "valid_ids.csv", index=False)
     return {"data": data, "preds": tmp_path / "preds", "out": tmp_path / "out",
             "train": train, "test": test, "test_truth": test_full["sirna"].to_numpy()}
 

@@ -1,4 +1,5 @@
 """predict-all on two tiny finished runs: output files, skipping, a manual forward pass, TTA, errors, CLI."""
+import json
 import os
 import shutil
 import subprocess
@@ -11,10 +12,10 @@ import pytest
 import torch
 import yaml
 
-import inference
-from dataset import load_normalizer, make_dataset
-from models import create_model, load_checkpoint
-from rxrx import DataError
+from cellpipe.inference import predict as inference
+from cellpipe.data.build import load_normalizer, make_dataset
+from cellpipe.models import create_model, load_checkpoint
+from cellpipe.core.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 N_CLASSES = 16
@@ -53,8 +54,16 @@ def test_predict_all_writes_every_run(predictions):
         assert np.isfinite(test).all()
         valid_csv = pd.read_csv(Path(runs["csv_dir"]) / f"valid_{fold}.csv")
         ids = pd.read_csv(d / "valid_ids.csv")
-        assert list(ids.columns) == ["id_code"]
-        assert ids["id_code"].tolist() == valid_csv["id_code"].tolist()
+        assert list(ids.columns) == ["id"]
+        assert ids["id"].tolist() == valid_csv["id_code"].tolist()
+        test_ids = pd.read_csv(d / "test_ids.csv")["id"]
+        assert test_ids.tolist() == pd.read_csv(Path(runs["data_root"]) / "test.csv")["id_code"].tolist()
+        labels = json.loads((d / "labels.json").read_text())
+        assert labels["kind"] == "single" and labels["classes"] == [str(i) for i in range(N_CLASSES)]
+        per_sample = pd.read_csv(d / "pred_test.csv")
+        assert per_sample["id"].tolist() == test_ids.tolist()
+        assert (per_sample["pred"].astype(str) == pd.Series(np.load(d / "pred_test.npy").argmax(1)).astype(str)).all()
+        np.testing.assert_allclose(per_sample[[f"prob_{c}" for c in labels["classes"]]].sum(axis=1), 1, rtol=1e-5)
         valid = np.load(d / "pred_valid.npy")
         assert valid.dtype == np.float32 and valid.shape == (len(valid_csv), N_CLASSES)
         tests.append(test)

@@ -1,5 +1,5 @@
 """The output-tree names shared by train, inference, ensemble and report."""
-import layout
+from cellpipe.core import layout
 
 
 def test_fold_names_round_trip():

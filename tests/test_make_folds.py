@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 import make_folds
-import rxrx
+from cellpipe.sources import rxrx1 as rxrx
 
 
 def fake_train(counts, wells=5):

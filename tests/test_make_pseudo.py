@@ -8,11 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import dataset
-import ensemble
-import inference
+from cellpipe.data import build as dataset
+from cellpipe.sources.base import TABLE_COLUMNS
+from cellpipe.sources.rxrx1 import TABLES
+from cellpipe.rxrx import ensemble
+from cellpipe.inference import predict as inference
 import make_pseudo
-from rxrx import DataError
+from cellpipe.core.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 WELL = ["id_code", "experiment", "plate", "well", "sirna"]
@@ -100,12 +102,12 @@ def test_min_confidence_rule(ens, tmp_path):
 
 def test_pseudo_csvs_load_through_dataset_tables(ens, pseudo_all, tmp_path):
     csv = pseudo_all["out"] / "train_0.csv"
-    table = dataset.TABLES.build("pseudo", csv=csv)
+    table = TABLES.build("pseudo", csv=csv)
     raw = pd.read_csv(csv)
-    assert list(table.columns[:len(dataset.TABLE_COLUMNS)]) == dataset.TABLE_COLUMNS
+    assert list(table.columns[:len(TABLE_COLUMNS)]) == TABLE_COLUMNS
     assert len(table) == len(raw)
-    assert (table["label"].to_numpy() == raw["sirna"].to_numpy()).all()
-    assert table["label"].between(0, 15).all()
+    assert (table["label"].to_numpy() == raw["sirna"].astype(str).to_numpy()).all()
+    assert table["label"].astype(int).between(0, 15).all()
     assert table["dataset"].value_counts()["test"] == len(ens["assigned"])
     # and as a training set: every image exists (train/ and test/ folders) and a test row loads
     dp = dict(root=str(ens["data_root"]), dataset="pseudo", channels=[1, 2, 3, 4, 5], image_size=32,
@@ -139,4 +141,4 @@ def test_train_pseudo_script_trains_one_run(ens, pseudo_all, tmp_path):
     assert cfg["data_params"]["dataset"] == "pseudo"
     assert cfg["data_params"]["train_csv"] == f"{pseudo_all['out']}/train_0.csv"
     assert cfg["model_params"]["weight"] is None
-    assert "train wells: %d" % len(pd.read_csv(pseudo_all["out"] / "train_0.csv")) in (run / "train.log").read_text()
+    assert "train samples: %d" % len(pd.read_csv(pseudo_all["out"] / "train_0.csv")) in (run / "train.log").read_text()

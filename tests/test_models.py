@@ -2,14 +2,15 @@
 import re
 import time
 
-import compat  # noqa: F401  (before timm)
+import cellpipe  # noqa: F401  (the torchvision shim, before timm)
+from cellpipe.core.errors import ConfigError, DataError
 import pytest
 import timm
 import torch
 from torch import nn
 
-import models
-from models import CellClassifier, adapt_stem, create_model, load_checkpoint, model_names
+from cellpipe.models import factory as models
+from cellpipe.models import CellClassifier, adapt_stem, create_model, load_checkpoint, model_names
 
 # One small backbone per registered builder; a new builder needs an entry here.
 SMALL = {
@@ -80,7 +81,7 @@ def test_adapt_stem_repeats_rgb_kernels(n_channels):
 
 
 def test_adapt_stem_needs_rgb_conv():
-    with pytest.raises(ValueError, match="no Conv2d with 3 input channels"):
+    with pytest.raises(ConfigError, match="no Conv2d with 3 input channels"):
         adapt_stem(nn.Sequential(nn.Conv2d(4, 8, 3)), 6)
 
 
@@ -119,28 +120,28 @@ def test_weight_channel_mismatch(tmp_path):
     path = tmp_path / "six.pth"
     torch.save(tiny(6).state_dict(), path)
     msg = f"checkpoint {path} was trained on 6 channels but model_params.n_channels=5 (data_params.channels)"
-    with pytest.raises(ValueError, match=re.escape(msg)):
+    with pytest.raises(DataError, match=re.escape(msg)):
         tiny(5, weight=path)
 
 
 def test_weight_errors_name_the_file(tmp_path):
     missing = tmp_path / "nowhere.pth"
-    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+    with pytest.raises(DataError, match=re.escape(str(missing))):
         tiny(weight=missing)
     other = tmp_path / "smp.pth"
     torch.save(create_model("smp", "resnet18", 6, N_CLASSES).state_dict(), other)
-    with pytest.raises(ValueError, match=re.escape(str(other)) + ".*missing keys"):
+    with pytest.raises(DataError, match=re.escape(str(other)) + ".*missing keys"):
         tiny(weight=other)
     backbone_only = tmp_path / "backbone.pth"
     torch.save(timm.create_model("test_resnet").state_dict(), backbone_only)
-    with pytest.raises(ValueError, match="no 'encoder.*' keys"):
+    with pytest.raises(DataError, match="no 'encoder.*' keys"):
         tiny(weight=backbone_only)
 
 
 @pytest.mark.parametrize("model", model_names())
 def test_imagenet_missing_fails_fast(hub_dir, model):
     start = time.perf_counter()
-    with pytest.raises(FileNotFoundError, match="model_params.pretrained=PATH") as err:
+    with pytest.raises((DataError, ConfigError), match="model_params.pretrained=PATH") as err:
         create_model(model, SMALL[model], 6, N_CLASSES, pretrained="imagenet")
     assert time.perf_counter() - start < 1.0
     if model == "cell_senet":
@@ -160,7 +161,7 @@ def test_pretrained_path_loads_rgb_then_adapts_stem(tmp_path):
 
     wrong = tmp_path / "wrong.pth"
     torch.save(timm.create_model("resnet18").state_dict(), wrong)
-    with pytest.raises(ValueError, match=re.escape(str(wrong)) + ".*shape mismatch"):
+    with pytest.raises(DataError, match=re.escape(str(wrong)) + ".*shape mismatch"):
         tiny(6, pretrained=wrong)
 
 
@@ -194,12 +195,12 @@ def test_unknown_model_lists_known():
 
 
 def test_unknown_backbone_lists_known():
-    with pytest.raises(ValueError, match="se_resnext101_32x4d"):
+    with pytest.raises(ConfigError, match="se_resnext101_32x4d"):
         create_model("cell_senet", "resnet18", 6, N_CLASSES)
 
 
 def test_unknown_kwarg_is_named():
-    with pytest.raises(TypeError, match="unknown model_params: colour, size"):
+    with pytest.raises(ConfigError, match="unknown model_params: colour, size"):
         tiny(size=32, colour="red")
 
 

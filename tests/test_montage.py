@@ -1,67 +1,47 @@
-"""Colour montages follow the rxrx1-utils channel colours."""
+"""Montages from real sources: the RxRx1 demo (rxrx1-utils colours) and the shared 6-channel Phenix site."""
+import subprocess
+import sys
+from pathlib import Path
+
 import cv2
 import numpy as np
-import pandas as pd
-import pytest
 
-import montage
-import rxrx
+from cellpipe.reports.montage import montage_tile, write_montage
+from cellpipe.sources import make_source
+from cellpipe.sources import rxrx1
 
-SIZE = 32
-WELLS = [("U2OS-01", 1, "B02"), ("U2OS-01", 1, "B03")]
-
-
-@pytest.fixture
-def fake_site_root(tmp_path):
-    """Two wells, dark everywhere; in the first, channel c is bright only in its own 4-pixel band of rows."""
-    for exp, plate, well in WELLS:
-        for site in rxrx.SITES:
-            for ch in rxrx.CHANNELS:
-                img = np.zeros((SIZE, SIZE), dtype=np.uint8)
-                if well == "B02":
-                    img[4 * ch:4 * ch + 4] = 255
-                path = rxrx.image_path(tmp_path, "train", exp, plate, well, site, ch)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(path), img)
-    return tmp_path
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data" / "cellpainting-6ch"
 
 
-def test_each_channel_shows_its_colour(fake_site_root):
-    rgb = montage.site_montage(fake_site_root, "train", *WELLS[0], site=1)
-    assert rgb.shape == (SIZE, SIZE, 3) and rgb.dtype == np.uint8
-    for ch, (colour, _) in rxrx.CHANNEL_COLOURS.items():
-        assert (rgb[4 * ch:4 * ch + 4] == colour).all(), ch
-    assert (rgb[:4] == 0).all() and (rgb[28:] == 0).all()
+def test_rxrx1_colours_follow_rxrx1_utils():
+    img = np.zeros((1, 1, 6), np.float32)
+    img[0, 0, 1] = 107  # ConA at its window maximum: pure green-ish colour
+    rgb = montage_tile(img, [rxrx1.CHANNEL_COLOURS[c] for c in range(1, 7)])
+    assert tuple(rgb[0, 0]) == rxrx1.CHANNEL_COLOURS[2][0]
 
 
-def test_window_scaling_and_saturation():
-    site = np.zeros((2, 2, 2), dtype=np.uint8)
-    site[0, 0] = (51 // 2, 0)  # half of channel 1's window
-    site[1, 1] = (255, 255)  # channels 1 and 3 full: sum clipped to 255
-    rgb = montage.colourise(site, [1, 3])
-    np.testing.assert_array_equal(rgb[0, 0], [int(19 * 25 / 51), 0, int(249 * 25 / 51)])
-    np.testing.assert_array_equal(rgb[1, 1], [255, 0, 255])
-    np.testing.assert_array_equal(rgb[0, 1], [0, 0, 0])
+def test_rxrx1_demo_montage(demo_root, tmp_path):
+    source = rxrx1.Rxrx1Source(demo_root)
+    wells = rxrx1.test_table(demo_root / "test.csv")
+    out = write_montage(source, wells, tmp_path / "m.png", max_samples=3, tile_size=48)
+    img = cv2.imread(str(out))
+    assert img is not None and img.shape[0] >= 3 * 48 and img.shape[1] >= 7 * 48 and img.std() > 5
 
 
-def test_write_montage_tiles_wells_with_labels(fake_site_root, tmp_path):
-    rows = pd.DataFrame([{"id_code": rxrx.id_code(*w), "experiment": w[0], "plate": w[1], "well": w[2]}
-                         for w in WELLS])
-    out = montage.write_montage(fake_site_root, rows, tmp_path / "out" / "m.png", site=2, max_wells=8)
-    sheet = cv2.imread(str(out), cv2.IMREAD_COLOR)  # BGR
-    assert sheet.shape[0] > SIZE and sheet.shape[1] >= 2 * SIZE
-    # the first tile's channel-3 band (red in RGB) sits at the bottom-left: BGR order on disk
-    band = sheet[-SIZE + 12:-SIZE + 16, :SIZE]
-    assert (band == [25, 0, 255]).all()
-    assert (sheet[:-SIZE].max(axis=2) > 128).any()  # label text drawn above the tiles
-    assert not list(out.parent.glob(".*"))
-    one = montage.write_montage(fake_site_root, rows, tmp_path / "one.png", max_wells=1)
-    assert cv2.imread(str(one)).shape[1] < sheet.shape[1]
-
-
-def test_bad_rows_raise(fake_site_root, tmp_path):
-    with pytest.raises(rxrx.DataError, match="well"):
-        montage.write_montage(fake_site_root, pd.DataFrame({"experiment": ["U2OS-01"], "plate": [1]}),
-                              tmp_path / "x.png")
-    with pytest.raises(rxrx.DataError, match="B09"):
-        montage.site_montage(fake_site_root, "train", "U2OS-01", 1, "B09", 1)
+def test_phenix_site_renders_and_cli_report(tmp_path):
+    """The real 16-bit Cell Painting site: load with a percentile window and render all six channels."""
+    dp = {"root": str(SHARED), "source": "phenix", "source_params": {},
+          "rescale": {"mode": "percentile", "low": 0.5, "high": 99.5}}
+    source = make_source(dp)
+    out = write_montage(source, source.catalog(), tmp_path / "phenix.png", tile_size=128)
+    img = cv2.imread(str(out))
+    assert img.shape[1] >= 7 * 128 and img.std() > 10
+    # every channel tile carries structure (a blank or saturated tile has almost no spread)
+    tiles = [img[-128:, -128 * (i + 1):img.shape[1] - 128 * i] for i in range(6)]
+    assert all(t.std() > 5 for t in tiles)
+    r = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'src');"
+                        "from cellpipe.sources import make_source; print(make_source({'root': sys.argv[1], "
+                        "'source': 'phenix'}).catalog().shape[0])", str(SHARED)],
+                       cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "1", r.stderr

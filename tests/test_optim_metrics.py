@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from config import load_config, stage_settings
-from losses import CRITERIA, create_criterion
-from metrics import classification_metrics, map_at_k, topk_accuracy, true_class_rank
-from optim import OPTIMIZERS, SCHEDULERS, OneCycleWarmup, create_optimizer, create_scheduler
+from cellpipe.core.config import load_config, stage_settings
+from cellpipe.training.losses import CRITERIA, create_criterion
+from cellpipe.training.metrics import classification_metrics, map_at_k, topk_accuracy, true_class_rank
+from cellpipe.training.optim import OPTIMIZERS, SCHEDULERS, OneCycleWarmup, create_optimizer, create_scheduler
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EPOCHS, STEPS, WARM = 3, 4, 1

@@ -1,5 +1,4 @@
 """pixel_stats.csv: exact per-image statistics, computed once, clear errors."""
-import os
 import re
 
 import cv2
@@ -8,7 +7,7 @@ import pandas as pd
 import pytest
 
 import make_pixel_stats
-import rxrx
+from cellpipe.sources import rxrx1 as rxrx
 
 WELLS = {"train": ("RPE-01", 2, "C05"), "test": ("RPE-02", 3, "D07")}
 
@@ -56,16 +55,9 @@ def test_demo_stats_cover_controls(demo_root):
     assert not stats.duplicated(["id_code", "site", "channel"]).any()
 
 
-def test_ensure_computes_once(tiny_root):
-    path = make_pixel_stats.ensure_pixel_stats(tiny_root)
+def test_write_pixel_stats_default_path(tiny_root):
+    path = make_pixel_stats.write_pixel_stats(tiny_root)
     assert path == tiny_root / "pixel_stats.csv" and len(pd.read_csv(path)) == 24
-    os.utime(path, (1_000_000_000, 1_000_000_000))
-    # a present file is trusted: even a changed image does not trigger a recompute
-    rxrx.image_path(tiny_root, "train", *WELLS["train"], 1, 1).unlink()
-    assert make_pixel_stats.ensure_pixel_stats(tiny_root) == path
-    assert path.stat().st_mtime == 1_000_000_000
-    other = make_pixel_stats.ensure_pixel_stats(tiny_root, path=path)
-    assert other == path and path.stat().st_mtime == 1_000_000_000
 
 
 def test_missing_image_names_the_path(tiny_root):
@@ -74,7 +66,7 @@ def test_missing_image_names_the_path(tiny_root):
     with pytest.raises(rxrx.DataError, match=re.escape(str(missing))):
         make_pixel_stats.compute_pixel_stats(tiny_root)
     with pytest.raises(rxrx.DataError):
-        make_pixel_stats.ensure_pixel_stats(tiny_root)
+        make_pixel_stats.write_pixel_stats(tiny_root)
     assert not (tiny_root / "pixel_stats.csv").exists()  # nothing half-written
 
 

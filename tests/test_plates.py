@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import plates
-from rxrx import DataError
+from cellpipe.rxrx import plates
+from cellpipe.core.errors import DataError
 
 
 def make_groups(rng, n_classes, n_groups):

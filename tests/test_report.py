@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import ensemble
-import inference
+from cellpipe.rxrx import ensemble
+from cellpipe.inference import predict as inference
 import report
-from rxrx import DataError
+from cellpipe.core.errors import DataError
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,234 @@
+"""YAML configs: a base file plus overlays, seed-style CLI overrides, validation.
+
+A stage config names its parent with ``_base_: base.yml`` (relative to itself);
+overlays (e.g. ``configs/demo.yml``) are merged on top, then command-line
+overrides such as ``--data_params/channels=[1,2,3,4,5]``. Only keys present in
+the base can be set, so a typo is an error instead of a silently ignored knob.
+"""
+import copy
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Sequence
+
+import yaml
+
+from cellpipe.core.errors import ConfigError
+
+BASE_KEY = "_base_"
+AUTO = "auto"
+
+
+def _read_file(path) -> Dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    with open(path) as f:
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"cannot parse {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at top level")
+    return data
+
+
+def read_chain(path) -> List[tuple]:
+    """[(path, mapping), ...] from the root of the ``_base_`` chain down to ``path``."""
+    chain, seen = [], set()
+    path = Path(path)
+    while path is not None:
+        if path.resolve() in seen:
+            raise ConfigError(f"{path}: _base_ chain loops back on itself")
+        seen.add(path.resolve())
+        data = _read_file(path)
+        base = data.pop(BASE_KEY, None)
+        chain.insert(0, (path, data))
+        path = path.parent / base if base else None
+    return chain
+
+
+def read_yaml(path, strict: bool = False) -> Dict[str, Any]:
+    """A file merged over its ``_base_`` chain; with ``strict`` each file may only
+    set keys its bases define (stage files over base.yml)."""
+    chain = read_chain(path)
+    cfg = chain[0][1]
+    for file, data in chain[1:]:
+        cfg = merge(cfg, data, strict=strict, where=str(file))
+    return cfg
+
+
+def merge(base: Dict, update: Dict, strict: bool = True, where: str = "", prefix: str = "") -> Dict:
+    """Deep-merge ``update`` into a copy of ``base``; lists are replaced whole.
+
+    With ``strict`` a key absent from ``base`` raises ConfigError; a mapping that is empty
+    in ``base`` is free-form and replaced whole.
+    """
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        path = f"{prefix}{key}"
+        if key not in out:
+            if strict:
+                known = ", ".join(sorted(map(str, out)))
+                raise ConfigError(f"unknown config key '{path}' in {where or 'overrides'}; known here: {known}")
+            out[key] = copy.deepcopy(value)
+        elif isinstance(out[key], dict) and isinstance(value, dict) and out[key]:
+            # an empty mapping in the base (source_params, filter) is free-form: taken whole
+            out[key] = merge(out[key], value, strict, where, prefix=f"{path}/")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_overrides(args: Iterable[str]) -> Dict[str, Any]:
+    """``["--data_params/channels=[1,2]", "--seed", "3"]`` -> nested dict.
+
+    Values are parsed as YAML, so lists, numbers, null and booleans work.
+    """
+    nested: Dict[str, Any] = {}
+    args = list(args)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"cannot parse override '{arg}': expected --key/sub=value")
+        body = arg[2:]
+        if "=" in body:
+            key, raw = body.split("=", 1)
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            key, raw = body, args[i + 1]
+            i += 1
+        else:
+            raise ConfigError(f"override '{arg}' has no value")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override --{key}: cannot parse value '{raw}': {e}") from None
+        node = nested
+        parts = [p for p in key.split("/") if p]
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+        i += 1
+    return nested
+
+
+def load_config(path, overlays: Sequence = (), overrides: Iterable[str] = ()) -> Dict[str, Any]:
+    """Resolve base + stage file + overlays + CLI overrides, then validate."""
+    cfg = read_yaml(path, strict=True)
+    for overlay in overlays or ():
+        cfg = merge(cfg, read_yaml(overlay), strict=True, where=str(overlay))
+    cfg = merge(cfg, parse_overrides(overrides), strict=True, where="command-line overrides")
+    return validate(cfg)
+
+
+def _get(cfg: Dict, key: str):
+    node = cfg
+    for part in key.split("/"):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"config key '{key}' is missing")
+        node = node[part]
+    return node
+
+
+def _positive_int(cfg, key, auto: bool = False):
+    value = _get(cfg, key)
+    if auto and value in (AUTO, None):
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"config key '{key}' must be a positive integer, got {value!r}")
+
+
+def _non_negative_int(cfg, key):
+    value = _get(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"config key '{key}' must be an integer >= 0, got {value!r}")
+
+
+def _choice(cfg, key, choices):
+    value = _get(cfg, key)
+    if value not in choices:
+        raise ConfigError(f"config key '{key}' must be one of {list(choices)}, got {value!r}")
+
+
+def _pair(cfg, key, length=(2,)):
+    value = _get(cfg, key)
+    if not isinstance(value, (list, tuple)) or len(value) not in length:
+        raise ConfigError(f"config key '{key}' must be a list of {length} numbers, got {value!r}")
+
+
+def _int_list(cfg, key):
+    """'auto' or a non-empty list of distinct positive integers (channels, sites)."""
+    value = _get(cfg, key)
+    if value == AUTO:
+        return
+    if (not isinstance(value, list) or not value or len(set(value)) != len(value)
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)):
+        raise ConfigError(f"config key '{key}' must be 'auto' or a list of distinct positive integers, got {value!r}")
+
+
+def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Check types and ranges that need no data; the source checks channels, sites and
+    normalisation against its files at start-up (data.build.resolve)."""
+    for key in ("data_params/channels", "data_params/train_sites", "data_params/valid_sites"):
+        _int_list(cfg, key)
+    channels = _get(cfg, "data_params/channels")
+    n_channels = _get(cfg, "model_params/n_channels")
+    if n_channels in (None, AUTO) and channels != AUTO:
+        cfg["model_params"]["n_channels"] = len(channels)
+    elif n_channels not in (None, AUTO):
+        _positive_int(cfg, "model_params/n_channels")
+        if channels != AUTO and n_channels != len(channels):
+            raise ConfigError(
+                f"config key 'model_params/n_channels'={n_channels} does not match "
+                f"data_params/channels={channels} ({len(channels)} channels)"
+            )
+    _positive_int(cfg, "model_params/num_classes", auto=True)
+    for key in ("data_params/batch_size", "data_params/image_size"):
+        _positive_int(cfg, key)
+    for key in ("data_params/num_workers", "data_params/min_samples"):
+        _non_negative_int(cfg, key)
+    _choice(cfg, "data_params/balance", ("none", "sampler", "loss"))
+    _choice(cfg, "data_params/unseen_labels", ("error", "other"))
+    patience = _get(cfg, "state_params/early_stopping_patience")
+    if patience is not None:
+        _positive_int(cfg, "state_params/early_stopping_patience")
+    stages = _get(cfg, "stages")
+    if not isinstance(stages, dict) or not stages:
+        raise ConfigError("config key 'stages' must map stage names to their settings")
+    for name in stages:
+        _positive_int(cfg, f"stages/{name}/num_epochs")
+        _positive_int(cfg, f"stages/{name}/accumulation_steps")
+        sched = _get(cfg, f"stages/{name}/scheduler_params")
+        if sched and sched.get("scheduler") == "OneCycleLR":
+            _pair(cfg, f"stages/{name}/scheduler_params/lr_range")
+            _pair(cfg, f"stages/{name}/scheduler_params/momentum_range")
+            _non_negative_int(cfg, f"stages/{name}/scheduler_params/warmup_steps")
+        unfreeze = (stages[name] or {}).get("unfreeze")
+        if unfreeze is not None:
+            _unfreeze(cfg, name, unfreeze)
+    return cfg
+
+
+UNFREEZE_KEYS = ("start_epoch", "duration", "fraction")
+
+
+def _unfreeze(cfg, name, spec):
+    key = f"stages/{name}/unfreeze"
+    if not isinstance(spec, dict) or set(spec) != set(UNFREEZE_KEYS):
+        raise ConfigError(f"config key '{key}' must be null or a mapping with {list(UNFREEZE_KEYS)}, got {spec!r}")
+    _non_negative_int(cfg, f"{key}/start_epoch")
+    _non_negative_int(cfg, f"{key}/duration")
+    frac = spec["fraction"]
+    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac <= 1:
+        raise ConfigError(f"config key '{key}/fraction' must be in (0, 1], got {frac!r}")
+
+
+def dump(cfg: Dict[str, Any]) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)
+
+
+def stage_settings(cfg: Dict[str, Any], stage: str) -> Dict[str, Any]:
+    """A stage's settings: global optimizer/scheduler params overlaid by the stage's own."""
+    st = _get(cfg, f"stages/{stage}")
+    out = {"optimizer_params": merge(cfg["optimizer_params"], st.get("optimizer_params") or {}, strict=False)}
+    out.update({k: v for k, v in st.items() if k != "optimizer_params"})
+    return out

@@ -1,0 +1,79 @@
+"""The output trees, named in one place.
+
+Runs:         {log_dir}/{part}/{channels}/fold_{k}/{model_name}/   (Part I: no fold level)
+                  config.yml, train.log, DONE.json, checkpoints/best.pth, checkpoints/labels.json,
+                  valid_predictions.csv, per_class.csv, <stage>/ (Catalyst logs and checkpoints)
+Predictions:  {pred_dir}/{channels}/fold_{k}/{model_name}/
+                  pred_test.npy, test_ids.csv, pred_test.csv, pred_valid.npy, valid_ids.csv,
+                  labels.json, meta.json
+Ensembles:    {out_dir}/ submission.csv, test_assigned.csv, test_probs.npy, oof_accuracy.csv, predictions.csv
+"""
+from pathlib import Path
+from typing import List, Optional
+
+from cellpipe.core.errors import DataError
+
+DONE_FILE = "DONE.json"  # a finished run: its summary
+CONFIG_FILE = "config.yml"  # the resolved config of a run
+FINAL_CHECKPOINT = "checkpoints/best.pth"  # the run's model, with channels, model params and labels
+LABELS_FILE = "labels.json"  # class names in index order (beside checkpoints and predictions)
+VALID_PREDICTIONS = "valid_predictions.csv"  # per validation sample: id, pred, prob, truth, loss, prob_*
+PER_CLASS = "per_class.csv"  # precision, recall, f1, support per class
+CONFUSION_PNG = "confusion_matrix.png"
+EPOCH_CHECKPOINT = "checkpoints/model.{epoch:04d}.pth"  # per stage, with keep_epoch_checkpoints
+PRED_TEST = "pred_test.npy"
+TEST_IDS = "test_ids.csv"
+PRED_TEST_CSV = "pred_test.csv"  # per test sample: class names and probabilities
+PRED_VALID = "pred_valid.npy"
+VALID_IDS = "valid_ids.csv"
+PRED_META = "meta.json"
+SUBMISSION = "submission.csv"
+TEST_ASSIGNED = "test_assigned.csv"
+TEST_PROBS = "test_probs.npy"
+OOF_ACCURACY = "oof_accuracy.csv"
+ENSEMBLE_PREDICTIONS = "predictions.csv"
+FOLD_PREFIX = "fold_"
+
+
+def fold_dir(fold: int) -> str:
+    return f"{FOLD_PREFIX}{int(fold)}"
+
+
+def parse_fold(name: str) -> Optional[int]:
+    """``fold_3`` -> 3; anything else -> None."""
+    if not name.startswith(FOLD_PREFIX):
+        return None
+    try:
+        return int(name[len(FOLD_PREFIX):])
+    except ValueError:
+        return None
+
+
+def channels_tag(channels) -> str:
+    """Folder name of a channel combination, as in the seed: ``[1,2,3,4,5]``."""
+    return "[" + ",".join(str(c) for c in channels) + "]"
+
+
+def parse_channels_tag(tag: str) -> List[int]:
+    """``[1,2,3,4,5]`` -> [1, 2, 3, 4, 5] (distinct positive integers)."""
+    text = tag.strip()
+    bad = DataError(f"'{tag}' is not a channel folder name like [1,2,3,4,5]")
+    if not (text.startswith("[") and text.endswith("]")):
+        raise bad
+    try:
+        channels = [int(x) for x in text[1:-1].split(",")]
+    except ValueError:
+        raise bad from None
+    if not channels or min(channels) < 1 or len(set(channels)) != len(channels):
+        raise bad
+    return channels
+
+
+def finished_runs(model_root, model_name: str) -> List[Path]:
+    """Run folders with a DONE.json under ``model_root/<channels>/fold_<k>/<model_name>``."""
+    return sorted(p.parent for p in Path(model_root).glob(f"*/{FOLD_PREFIX}*/{model_name}/{DONE_FILE}"))
+
+
+def prediction_files(pred_dir, pattern: str = PRED_TEST) -> List[Path]:
+    """Every ``pattern`` file of a prediction tree."""
+    return sorted(Path(pred_dir).glob(f"*/{FOLD_PREFIX}*/*/{pattern}"))

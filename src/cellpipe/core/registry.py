@@ -1,0 +1,43 @@
+"""String-keyed registries: YAML names a component, the registry builds it."""
+from typing import Any, Callable, Dict
+
+from cellpipe.core.errors import UnknownName
+
+
+class Registry:
+    """Maps names to factories; an unknown name lists the known ones."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: Dict[str, Callable[..., Any]] = {}
+
+    def register(self, name: str = None):
+        def deco(fn):
+            key = name or fn.__name__
+            if key in self._items:
+                raise KeyError(f"{self.kind} '{key}' is registered twice")
+            self._items[key] = fn
+            return fn
+
+        return deco
+
+    def get(self, name: str) -> Callable[..., Any]:
+        if name not in self._items:
+            known = ", ".join(sorted(self._items))
+            raise UnknownName(f"unknown {self.kind} '{name}'; known: {known}")
+        return self._items[name]
+
+    def check(self, name: str, key: str = "") -> None:
+        """Raise UnknownName (naming the config ``key``) unless ``name`` is registered."""
+        if name not in self._items:
+            where = f"config key '{key}': " if key else ""
+            raise UnknownName(f"{where}unknown {self.kind} '{name}'; known: {', '.join(sorted(self._items))}")
+
+    def build(self, name: str, **kwargs) -> Any:
+        return self.get(name)(**kwargs)
+
+    def names(self):
+        return sorted(self._items)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._items

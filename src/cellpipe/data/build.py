@@ -1,0 +1,143 @@
+"""From ``data_params`` to datasets: source, splits, filters, label map, normaliser, transforms.
+
+``prepare_training`` also resolves the config's ``auto`` values (channels, sites,
+num_classes, n_channels) in place, so the run's saved config.yml holds real numbers.
+"""
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from cellpipe.core.errors import ConfigError, DataError
+from cellpipe.data.dataset import SampleDataset, check_channel_count, verify_files
+from cellpipe.data.labels import LabelMap, build_label_map, bundle_rare
+from cellpipe.data.normalize import Normalizer, make_normalizer
+from cellpipe.data.transforms import build_transforms
+from cellpipe.sources import make_source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    source: object
+    train: SampleDataset
+    valid: SampleDataset
+    labels: LabelMap
+    normalizer: Normalizer
+
+
+def apply_filter(table: pd.DataFrame, spec: Optional[dict], where: str) -> pd.DataFrame:
+    """Keep rows whose columns take the listed values (``data_params/filter: {column: [values]}``)."""
+    for column, values in (spec or {}).items():
+        if column not in table.columns:
+            raise DataError(f"{where}: data_params/filter names column '{column}', which the sample table "
+                            f"lacks; it has {list(table.columns)}")
+        values = values if isinstance(values, (list, tuple)) else [values]
+        table = table[table[column].astype(str).isin([str(v) for v in values])]
+    return table.reset_index(drop=True)
+
+
+def split_table(source, dp: dict, name: str, csv=None) -> pd.DataFrame:
+    table = source.split(name, csv if csv is not None else dp.get(f"{name}_csv"))
+    return apply_filter(table, dp.get("filter"), f"{source.describe()} {name} split")
+
+
+def resolve(cfg: dict, source) -> None:
+    """Fill channels, sites and n_channels from the source (``auto``), check them against it."""
+    dp, mp = cfg["data_params"], cfg["model_params"]
+    try:
+        dp["channels"] = source.check_channels(dp["channels"])
+    except DataError as e:
+        raise ConfigError(f"config key 'data_params/channels': {e}") from None
+    for key in ("train_sites", "valid_sites"):
+        dp[key] = source.check_sites(dp[key], f"data_params/{key}")
+    n = len(dp["channels"])
+    if mp.get("n_channels") in (None, "auto"):
+        mp["n_channels"] = n
+    elif mp["n_channels"] != n:
+        raise ConfigError(f"config key 'model_params/n_channels'={mp['n_channels']} does not match "
+                          f"data_params/channels={dp['channels']} ({n} channels)")
+
+
+def make_eval_dataset(dp: dict, source, table: pd.DataFrame, labels: LabelMap, normalizer: Normalizer,
+                      where: str) -> SampleDataset:
+    """A deterministic (all sites, no augmentation) dataset of ``table``; unlabelled rows get target -1."""
+    table = table.assign(target=labels.encode(table, where))
+    if dp.get("check_files", True):
+        verify_files(table, source, dp["channels"], dp["valid_sites"], where)
+    augs = (dp.get("augmentations") or {}).get("valid")
+    return SampleDataset(table, source, dp["channels"], dp["valid_sites"], dp["image_size"], normalizer,
+                         build_transforms(augs), train=False)
+
+
+def prepare_training(cfg: dict, workers: int = 4) -> Prepared:
+    """Source, train/valid datasets, label map and normaliser of a training run."""
+    dp, mp = cfg["data_params"], cfg["model_params"]
+    source = make_source(dp)
+    resolve(cfg, source)
+    train = split_table(source, dp, "train")
+    valid = split_table(source, dp, "valid")
+    for name, t in (("train", train), ("valid", valid)):
+        if t.empty:
+            raise DataError(f"{source.describe()}: the {name} split is empty (check the split column, "
+                            f"data_params/{name}_csv and data_params/filter)")
+    train, valid = bundle_rare([train, valid], train, dp.get("min_samples", 0), dp.get("other_label") or "Other")
+    unlabelled = train["label"].isna()
+    if unlabelled.any():
+        log.warning("%d training sample(s) without a label are left out", int(unlabelled.sum()))
+        train = train[~unlabelled].reset_index(drop=True)
+    fixed = source.fixed_classes(mp["num_classes"]) if hasattr(source, "fixed_classes") else None
+    labels = build_label_map(train, dp, fixed)
+    if mp["num_classes"] in (None, "auto"):
+        mp["num_classes"] = len(labels)
+    elif mp["num_classes"] != len(labels):
+        raise ConfigError(f"config key 'model_params/num_classes'={mp['num_classes']} but the training split has "
+                          f"{len(labels)} classes ({', '.join(labels.classes[:8])}...); set it to auto")
+    train = train.assign(target=labels.encode(train, f"{source.describe()} train split"))
+    if dp.get("check_files", True):
+        verify_files(train, source, dp["channels"], dp["train_sites"], f"{source.describe()} train split")
+        check_channel_count(train, source, dp["channels"], f"{source.describe()} train split")
+    normalizer = make_normalizer(dp, source, [train, valid], workers=workers)
+    augs = (dp.get("augmentations") or {}).get("train")
+    train_ds = SampleDataset(train, source, dp["channels"], dp["train_sites"], dp["image_size"], normalizer,
+                             build_transforms(augs, cfg["seed"]), train=True)
+    valid_ds = make_eval_dataset(dp, source, valid, labels, normalizer, f"{source.describe()} valid split")
+    if len(np.unique(train_ds.table["target"])) < 2:
+        log.warning("the training split holds a single class")
+    return Prepared(source, train_ds, valid_ds, labels, normalizer)
+
+
+def load_normalizer(dp: dict, source=None) -> Normalizer:
+    """The normaliser of ``dp`` fitted on the whole catalog of its source (scripts and benchmarks)."""
+    source = source or make_source(dp)
+    return make_normalizer(dp, source, [source.catalog()])
+
+
+def make_dataset(dp: dict, split: str, num_classes: Optional[int] = None, normalizer: Optional[Normalizer] = None,
+                 csv=None, kind: Optional[str] = None, seed: Optional[int] = None) -> SampleDataset:
+    """One split's dataset straight from ``data_params`` (``kind`` overrides rxrx1's table kind;
+    ``test`` reads the test split). Labels map to ``range(num_classes)`` for sources with fixed
+    classes, else to the table's own sorted labels."""
+    dp = dict(dp, dataset=kind or dp.get("dataset"))
+    if kind == "test":
+        dp["dataset"] = "non_pseudo"
+    source = make_source(dp)
+    dp["channels"] = source.check_channels(dp["channels"])
+    for key in ("train_sites", "valid_sites"):
+        dp[key] = source.check_sites(dp[key], f"data_params/{key}")
+    table = split_table(source, dp, "test" if kind == "test" else split, csv)
+    fixed = source.fixed_classes(num_classes) if hasattr(source, "fixed_classes") and num_classes else None
+    labels = build_label_map(table, dp, fixed) if table["label"].notna().any() else LabelMap(["?"])
+    normalizer = normalizer or make_normalizer(dp, source, [table])
+    where = f"{csv or dp.get(f'{split}_csv') or source.describe()}"
+    if split != "train":
+        return make_eval_dataset(dp, source, table, labels, normalizer, where)
+    table = table.assign(target=labels.encode(table, where))
+    if dp.get("check_files", True):
+        verify_files(table, source, dp["channels"], dp["train_sites"], where)
+    augs = (dp.get("augmentations") or {}).get("train")
+    return SampleDataset(table, source, dp["channels"], dp["train_sites"], dp["image_size"], normalizer,
+                         build_transforms(augs, seed), train=True)

@@ -1,0 +1,101 @@
+"""A Dataset over any source's sample table: load, resize, normalise, augment.
+
+Train mode draws one random site per call (features C x H x W); eval mode
+returns every site of ``sites`` stacked (S x C x H x W), so validation and
+prediction are deterministic and can average the sites' logits.
+"""
+import logging
+import random
+from typing import List, Sequence
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from cellpipe.core.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+class SampleDataset(Dataset):
+    """Rows of a sample table (with a ``target`` column) -> {"features", "targets", "index"}."""
+
+    def __init__(self, table: pd.DataFrame, source, channels: Sequence[int], sites: Sequence[int],
+                 image_size: int, normalizer, transforms=None, train: bool = True):
+        self.table = table.reset_index(drop=True)
+        if "target" not in self.table.columns:
+            self.table["target"] = -1
+        self.rows = self.table.to_dict("records")
+        self.source = source
+        self.channels = list(channels)
+        self.sites = [int(s) for s in sites]
+        self.image_size = int(image_size)
+        self.normalizer = normalizer
+        self.transforms = transforms
+        self.train = train
+
+    def __len__(self):
+        return len(self.rows)
+
+    def load(self, row, site) -> np.ndarray:
+        img = self.source.load(row, site, self.channels)
+        if img.shape[0] != self.image_size or img.shape[1] != self.image_size:
+            img = cv2.resize(img, (self.image_size, self.image_size), interpolation=cv2.INTER_AREA)
+            if img.ndim == 2:  # cv2 drops a trailing axis of size 1
+                img = img[..., None]
+        img = self.normalizer(img, row, site, self.channels)
+        if self.transforms is not None:
+            img = self.transforms(image=img)["image"]
+        return np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
+
+    def __getitem__(self, index):
+        row = self.rows[index]
+        if self.train:
+            x = self.load(row, random.choice(self.sites))
+        else:
+            x = np.stack([self.load(row, s) for s in self.sites])
+        return {"features": torch.from_numpy(x), "targets": int(row["target"]), "index": index}
+
+
+def verify_files(table: pd.DataFrame, source, channels: Sequence[int], sites: Sequence[int], where="") -> None:
+    """Fail before training, naming the first missing image, rather than mid-epoch."""
+    missing, total = [], 0
+    for row in table.to_dict("records"):
+        for site in sites:
+            for path in dict.fromkeys(source.image_files(row, site, channels)):
+                total += 1
+                if not path.is_file():
+                    missing.append(path)
+    if missing:
+        raise DataError(f"image file not found: {missing[0]} ({len(missing)} missing of {total} for {where})")
+
+
+def check_channel_count(table: pd.DataFrame, source, channels, where="") -> None:
+    """Every sample's images must have the same channel count and size: compare a few to the first."""
+    if table.empty:
+        return
+    rows = table.to_dict("records")
+    picks = sorted({0, len(rows) // 2, len(rows) - 1})
+    first = None
+    for i in picks:
+        shape = source.load(rows[i], source.sites[0], channels).shape[-1:]
+        if first is None:
+            first = (rows[i]["id"], shape)
+        elif shape != first[1]:
+            raise DataError(f"{where}: sample {rows[i]['id']} has {shape[0]} channels but {first[0]} has "
+                            f"{first[1][0]}")
+
+
+def class_weights(targets: np.ndarray, n_classes: int) -> np.ndarray:
+    """Inverse class frequency, scaled to mean 1 over the classes present (balancing)."""
+    counts = np.bincount(targets[targets >= 0], minlength=n_classes).astype(np.float64)
+    w = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+    present = counts > 0
+    return w / w[present].mean()
+
+
+def sample_weights(targets: np.ndarray, n_classes: int) -> List[float]:
+    """Per-sample weights of a class-balanced sampler."""
+    return class_weights(targets, n_classes)[targets].tolist()

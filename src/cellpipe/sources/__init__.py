@@ -1,0 +1,29 @@
+"""Input adapters by name (``data_params/source``): rxrx1, rxrx1_2020, manifest, folder, phenix.
+
+Each module registers one Source subclass; ``make_source(data_params)`` builds the
+configured one. A new layout is one module here plus a YAML overlay.
+"""
+from cellpipe.core.registry import Registry
+
+SOURCES = Registry("source")
+
+
+def make_source(data_params: dict):
+    """The Source that ``data_params`` names, with its ``source_params``."""
+    from cellpipe.sources.base import accepts
+
+    _load_adapters()
+    cls = SOURCES.get(data_params.get("source", "rxrx1"))
+    params = dict(data_params.get("source_params") or {})
+    accepts(cls, params, cls.name)
+    return cls(data_params["root"], rescale=data_params.get("rescale"), data_params=data_params, **params)
+
+
+def _load_adapters() -> None:
+    # importing registers them; kept lazy so `import cellpipe.sources` stays light
+    from cellpipe.sources import folder, manifest, phenix, rxrx1, rxrx1_2020  # noqa: F401
+
+
+def source_names():
+    _load_adapters()
+    return SOURCES.names()

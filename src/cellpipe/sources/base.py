@@ -1,0 +1,204 @@
+"""The input-adapter contract: files -> one sample table, one sample -> an H x W x C array.
+
+Sample table (one row per sample; extra columns of the input are kept):
+
+    id      unique sample id (str)
+    split   train | valid | test  (the input's own spelling is mapped by the adapter)
+    label   class name (str); empty for unlabelled rows. Multi-label / hierarchy targets
+            keep their raw label text here and decode it in their task (next layer up)
+    group   grouping for folds (experiment, patient, source folder...); defaults to id
+
+Images are found through columns the adapter adds (a path, one path per channel, or
+plate/well coordinates). ``load(row, site, channels)`` returns float32 in 8-bit units
+(0..255; see core.images for the rescale rule of deeper images). Sites are the views of
+one sample (RxRx1 sites, Phenix fields); adapters without them have the single site 1.
+"""
+import inspect
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+from cellpipe.core.errors import ConfigError, DataError
+from cellpipe.core.images import read_image, to_8bit_units
+from cellpipe.core.tables import read_table
+
+SPLITS = ("train", "valid", "test")
+TABLE_COLUMNS = ["id", "split", "label", "group"]
+# a default montage palette for sources without their own: (RGB colour, 8-bit window max)
+PALETTE = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255), (255, 0, 255), (255, 255, 0),
+           (255, 128, 0), (128, 0, 255)]
+
+
+class Source:
+    """Base of every adapter. Subclasses set ``name`` and implement ``catalog`` and ``image_files``."""
+
+    name = ""
+    # plate-based sources: columns that identify a plate, and the well column (plate maps, assignment)
+    plate_columns: Tuple[str, ...] = ()
+    well_column: Optional[str] = None
+    # normalisation levels besides image / dataset / none: level name -> grouping columns
+    levels: Dict[str, List[str]] = {"group": ["group"]}
+    # True: image_files gives one single-channel file per requested channel; False: one file per sample
+    per_channel_files = False
+
+    def __init__(self, root, rescale: Optional[dict] = None, **params):
+        self.root = Path(root)
+        self.rescale = rescale
+        self._catalog: Optional[pd.DataFrame] = None
+        if params:
+            raise ConfigError(f"source '{self.name}' takes no data_params/source_params {sorted(params)}")
+
+    # ---------------------------------------------------------------- tables
+    def catalog(self) -> pd.DataFrame:
+        """Every sample of the input (all splits); cached."""
+        if self._catalog is None:
+            self._catalog = finish_table(self.build_catalog(), self.describe())
+        return self._catalog
+
+    def build_catalog(self) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def split(self, name: str, csv=None) -> pd.DataFrame:
+        """Rows of split ``name``; with ``csv`` (a fold file listing ``id``), exactly those rows."""
+        if name not in SPLITS:
+            raise DataError(f"unknown split '{name}'; known: {list(SPLITS)}")
+        table = self.catalog()
+        if csv is None:
+            return table[table["split"] == name].reset_index(drop=True)
+        ids = read_table(csv, ["id"])["id"].astype(str)
+        index = pd.Index(table["id"])
+        pos = index.get_indexer(ids)
+        if (pos < 0).any():
+            raise DataError(f"{csv}: id {ids[pos < 0].iloc[0]!r} is not a sample of {self.describe()} "
+                            f"({int((pos < 0).sum())} unknown)")
+        return table.iloc[pos].reset_index(drop=True).assign(split=name)
+
+    # ---------------------------------------------------------------- images
+    @property
+    def channel_names(self) -> List[str]:
+        raise NotImplementedError
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channel_names)
+
+    @property
+    def sites(self) -> List[int]:
+        return [1]
+
+    def colours(self) -> List[Tuple[Tuple[int, int, int], float]]:
+        """(RGB, 8-bit window max) per channel, for montages."""
+        return [(PALETTE[i % len(PALETTE)], 255.0) for i in range(self.n_channels)]
+
+    def image_files(self, row, site: int, channels: Sequence[int]) -> List[Path]:
+        """The files that hold ``channels`` of ``row``'s ``site`` (one per channel, or one shared)."""
+        raise NotImplementedError
+
+    def load(self, row, site: int, channels: Sequence[int]) -> np.ndarray:
+        """H x W x len(channels) float32 in 8-bit units."""
+        files = self.image_files(row, site, channels)
+        if not self.per_channel_files:
+            img = read_image(files[0])
+            if img.shape[-1] != self.n_channels:
+                raise DataError(f"{files[0]} has {img.shape[-1]} channel(s); {self.describe()} "
+                                f"declares {self.n_channels} ({', '.join(self.channel_names)})")
+            img = img[..., [c - 1 for c in channels]]
+        else:
+            planes = [read_image(f) for f in files]
+            for f, p in zip(files, planes):
+                if p.shape[-1] != 1:
+                    raise DataError(f"{f} has {p.shape[-1]} channels; one file per channel needs single-channel files")
+            shapes = {p.shape[:2] for p in planes}
+            if len(shapes) != 1:
+                raise DataError(f"channels of sample {row['id']} site {site} differ in size: {sorted(shapes)} "
+                                f"(files {[str(f) for f in files]})")
+            img = np.concatenate(planes, axis=-1)
+        return to_8bit_units(img, self.rescale, files[0], channels)
+
+    def stats_table(self) -> Optional[pd.DataFrame]:
+        """Precomputed per (id, site, channel) mean/std, if the input ships them (RxRx1's pixel_stats)."""
+        return None
+
+    def check_channels(self, channels) -> List[int]:
+        """``auto`` -> every channel; else a 1-based subset, each once."""
+        n = self.n_channels
+        if channels == "auto" or channels is None:
+            return list(range(1, n + 1))
+        return check_channel_list(channels, n, f"{self.name} ({', '.join(self.channel_names)})")
+
+    def check_sites(self, sites, key: str) -> List[int]:
+        if sites == "auto" or sites is None:
+            return list(self.sites)
+        if not isinstance(sites, (list, tuple)) or not sites or any(s not in self.sites for s in sites):
+            raise ConfigError(f"config key '{key}' must be 'auto' or a non-empty list of {self.sites}, got {sites!r}")
+        return [int(s) for s in sites]
+
+
+def check_channel_list(channels, n: int, what: str = "") -> List[int]:
+    """A non-empty list of distinct 1-based channel numbers up to ``n``."""
+    if isinstance(channels, (int, str)) or not len(channels):
+        raise DataError(f"channels must be 'auto' or a non-empty list of 1-{n}, got {channels!r}")
+    out = []
+    for c in channels:
+        if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 1 <= c <= n:
+            raise DataError(f"channel {c!r} is outside 1-{n} of {what} (channels={list(channels)})")
+        if c in out:
+            raise DataError(f"channel {c} is listed twice (channels={list(channels)})")
+        out.append(int(c))
+    return out
+
+
+def finish_table(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    """Check and order a sample table: the standard columns first, ids unique, splits known."""
+    df = df.copy()
+    if "group" not in df.columns:
+        df["group"] = df["id"]
+    if "label" not in df.columns:
+        df["label"] = None
+    missing = [c for c in ("id", "split") if c not in df.columns]
+    if missing:
+        raise DataError(f"{where}: sample table lacks {missing}")
+    df["id"] = df["id"].astype(str)
+    dup = df["id"][df["id"].duplicated()]
+    if len(dup):
+        raise DataError(f"{where}: sample id {dup.iloc[0]!r} appears {int((df['id'] == dup.iloc[0]).sum())} times")
+    bad = ~df["split"].isin(SPLITS)
+    if bad.any():
+        raise DataError(f"{where}: unknown split value {df.loc[bad, 'split'].iloc[0]!r}; known: {list(SPLITS)}")
+    labelled = (df["label"].notna() & (df["label"].astype(str).str.strip() != "")).to_numpy()
+    df["label"] = pd.Series([label_text(v) if ok else None for v, ok in zip(df["label"], labelled)],
+                            index=df.index, dtype=object)
+    if len(df) == 0:
+        raise DataError(f"{where}: no samples found")
+    order = TABLE_COLUMNS + [c for c in df.columns if c not in TABLE_COLUMNS]
+    return df[order].reset_index(drop=True)
+
+
+def label_text(value) -> str:
+    """A label as text; integral floats (pandas' NaN-holding int columns) lose their '.0'."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def map_split_values(values: pd.Series, mapping: Dict[str, str], where: str) -> pd.Series:
+    """The input's split spelling (e.g. TRAIN/VAL/TEST) -> train/valid/test; unknown -> DataError."""
+    key = values.astype(str).str.strip()
+    out = key.map(mapping)
+    if out.isna().any():
+        raise DataError(f"{where}: unknown split value {key[out.isna()].iloc[0]!r}; known: {sorted(mapping)}")
+    return out
+
+
+def accepts(cls, params: dict, name: str) -> None:
+    """Raise ConfigError naming the source_params key ``cls.__init__`` does not take."""
+    sig = inspect.signature(cls.__init__).parameters
+    unknown = sorted(set(params) - set(sig))
+    if unknown:
+        accepted = [p for p in sig if p not in ("self", "root", "rescale", "params")]
+        raise ConfigError(f"source '{name}' has no data_params/source_params {unknown}; accepted: {accepted}")

@@ -1,0 +1,192 @@
+"""RxRx1 as Kaggle shipped it (2019): CSV tables, image paths, controls, the six stains.
+
+    {root}/train.csv test.csv train_controls.csv test_controls.csv [pixel_stats.csv]
+    {root}/{train|test}/{experiment}/Plate{p}/{well}_s{site}_w{channel}.png
+
+A sample is a well; its two sites are views. The part of the pipeline picks the
+table kind (``data_params/dataset``): ``control`` (control wells of train and test,
+siRNA ids from ``control_offset`` mapped to 0..), ``non_pseudo`` (fold CSVs of
+train.csv), ``pseudo`` (fold CSVs that add pseudo-labelled test rows with a
+``dataset`` column) and ``test`` (test.csv, unlabelled).
+"""
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from cellpipe.core.errors import DataError
+from cellpipe.core.images import read_image
+from cellpipe.core.registry import Registry
+from cellpipe.core.tables import read_table
+from cellpipe.sources import SOURCES
+from cellpipe.sources.base import Source, check_channel_list, finish_table
+
+CHANNELS = (1, 2, 3, 4, 5, 6)
+CHANNEL_NAMES = ("Hoechst", "ConA", "Phalloidin", "Syto14", "MitoTracker", "WGA")
+SITES = (1, 2)
+N_TREATMENTS = 1108  # siRNA ids 0..1107; the 31 controls are 1108..1138
+DATASETS = ("train", "test")
+# rxrx1-utils montage convention: (RGB colour, intensity window max) per channel
+CHANNEL_COLOURS = {
+    1: ((19, 0, 249), 51),
+    2: ((42, 255, 31), 107),
+    3: ((255, 0, 25), 64),
+    4: ((45, 255, 252), 191),
+    5: ((250, 0, 253), 89),
+    6: ((254, 255, 40), 191),
+}
+WELL_COLUMNS = ("experiment", "plate", "well")
+STATS_KEYS = ("experiment", "plate", "well", "site", "channel")
+PLATE_LEVELS = {"plate": ["experiment", "plate"], "experiment": ["experiment"], "group": ["group"]}
+
+TABLES = Registry("dataset")
+
+read_csv = read_table  # the Kaggle files are CSVs; one reader for every table
+
+
+def check_channels(channels: Sequence[int]):
+    """Validate a 1-based channel subset of the six stains; returns it as a list of ints."""
+    return check_channel_list(channels, len(CHANNELS), "the six RxRx1 stains")
+
+
+def id_code(experiment: str, plate: int, well: str) -> str:
+    return f"{experiment}_{plate}_{well}"
+
+
+def id_codes(df: pd.DataFrame) -> pd.Series:
+    """``id_code`` of every row of a table with experiment, plate and well columns."""
+    return df["experiment"].astype(str) + "_" + df["plate"].astype(str) + "_" + df["well"].astype(str)
+
+
+def image_path(root, dataset: str, experiment: str, plate: int, well: str, site: int, channel: int) -> Path:
+    return Path(root) / dataset / experiment / f"Plate{int(plate)}" / f"{well}_s{int(site)}_w{int(channel)}.png"
+
+
+def cell_type(experiment: str) -> str:
+    """``HEPG2-01`` -> ``HEPG2``."""
+    return str(experiment).split("-")[0]
+
+
+def load_site(root, dataset, experiment, plate, well, site, channels: Sequence[int]) -> np.ndarray:
+    """The requested channels of one site as an H x W x C uint8 array (scripts and tests)."""
+    planes = [read_image(image_path(root, dataset, experiment, plate, well, site, c)) for c in channels]
+    shapes = {p.shape for p in planes}
+    if len(shapes) != 1:
+        raise DataError(f"channels of {id_code(experiment, plate, well)} site {site} differ in size: {sorted(shapes)}")
+    return np.concatenate(planes, axis=-1)
+
+
+# ---------------------------------------------------------------- well tables
+
+
+def _finish(df: pd.DataFrame, csv) -> pd.DataFrame:
+    df = df.copy()
+    if "id_code" not in df.columns:
+        df["id_code"] = id_codes(df)
+    bad = ~df["dataset"].isin(DATASETS)
+    if bad.any():
+        raise DataError(
+            f"{csv}: column 'dataset' must be train or test, got {sorted(df.loc[bad, 'dataset'].astype(str).unique())}"
+        )
+    df["id"] = df["id_code"].astype(str)
+    df["group"] = df["experiment"].astype(str)
+    df["split"] = "train"  # the caller says which split the rows are for
+    return finish_table(df, str(csv))
+
+
+@TABLES.register("non_pseudo")
+def non_pseudo_table(csv, **_) -> pd.DataFrame:
+    """Fold CSVs of train.csv rows; images live under train/."""
+    df = read_csv(csv, ["experiment", "plate", "well", "sirna"])
+    return _finish(df.assign(dataset="train", label=df["sirna"]), csv)
+
+
+@TABLES.register("pseudo")
+def pseudo_table(csv, **_) -> pd.DataFrame:
+    """Train rows plus pseudo-labelled test rows; `dataset` says which folder."""
+    df = read_csv(csv, ["experiment", "plate", "well", "sirna", "dataset"])
+    return _finish(df.assign(label=df["sirna"]), csv)
+
+
+@TABLES.register("control")
+def control_table(csv, control_offset: int = N_TREATMENTS, **_) -> pd.DataFrame:
+    """Control wells of train and test; siRNA ids from control_offset map to 0.."""
+    df = read_csv(csv, ["experiment", "plate", "well", "sirna", "dataset"])
+    return _finish(df.assign(label=df["sirna"] - control_offset), csv)
+
+
+@TABLES.register("test")
+def test_table(csv, **_) -> pd.DataFrame:
+    """Unlabelled test.csv rows, for prediction."""
+    df = read_csv(csv, ["experiment", "plate", "well"])
+    return _finish(df.assign(dataset="test", label=None), csv)
+
+
+# ---------------------------------------------------------------- the adapter
+
+
+@SOURCES.register("rxrx1")
+class Rxrx1Source(Source):
+    """The Kaggle RxRx1 layout; ``data_params/dataset`` picks the table kind of train/valid."""
+
+    name = "rxrx1"
+    plate_columns = ("experiment", "plate")
+    well_column = "well"
+    per_channel_files = True
+    levels = PLATE_LEVELS
+
+    def __init__(self, root, rescale: Optional[dict] = None, data_params: Optional[dict] = None):
+        super().__init__(root, rescale)
+        self.dp = dict(data_params or {})
+        self.kind = self.dp.get("dataset", "non_pseudo")
+        TABLES.check(self.kind, "data_params/dataset")
+
+    @property
+    def channel_names(self):
+        return list(CHANNEL_NAMES)
+
+    @property
+    def sites(self):
+        return list(SITES)
+
+    def colours(self):
+        return [CHANNEL_COLOURS[c] for c in CHANNELS]
+
+    def build_catalog(self) -> pd.DataFrame:
+        """train.csv and test.csv wells (the labelled test rows of a pseudo fold come via its CSV)."""
+        train = non_pseudo_table(self.root / "train.csv")
+        test = test_table(self.root / "test.csv").assign(split="test")
+        return pd.concat([train, test], ignore_index=True)
+
+    def split(self, name: str, csv=None) -> pd.DataFrame:
+        if name == "test":
+            return test_table(csv or self.root / "test.csv").assign(split="test")
+        csv = csv or self.dp.get(f"{name}_csv")
+        if csv is None:
+            raise DataError(f"rxrx1 needs data_params/{name}_csv (a fold CSV; see src/make_folds.py)")
+        offset = self.dp.get("control_offset", N_TREATMENTS)
+        return TABLES.build(self.kind, csv=csv, control_offset=offset).assign(split=name)
+
+    def image_files(self, row, site: int, channels: Sequence[int]):
+        return [image_path(self.root, row["dataset"], row["experiment"], row["plate"], row["well"], site, c)
+                for c in channels]
+
+    def stats_table(self) -> Optional[pd.DataFrame]:
+        """Kaggle's pixel_stats.csv (or data_params/pixel_stats) when present."""
+        path = self.dp.get("pixel_stats") or self.root / "pixel_stats.csv"
+        if not Path(path).is_file():
+            if self.dp.get("pixel_stats"):
+                raise DataError(f"data_params/pixel_stats file not found: {path}")
+            return None
+        stats = read_csv(path, [*STATS_KEYS, "mean", "std"])
+        stats["id"] = stats["id_code"].astype(str) if "id_code" in stats.columns else id_codes(stats)
+        stats["group"] = stats["experiment"].astype(str)
+        return stats[["id", "experiment", "plate", "well", "group", "site", "channel", "mean", "std"]].assign(
+            source=str(path))
+
+    def fixed_classes(self, num_classes) -> List[str]:
+        """siRNA ids index the classes directly (plate assignment needs column = siRNA id)."""
+        if num_classes in (None, "auto"):
+            num_classes = 31 if self.kind == "control" else N_TREATMENTS
+        return [str(i) for i in range(int(num_classes))]

@@ -1,0 +1,202 @@
+"""Train one run (the config's stages in order) with Catalyst.
+
+A run is the config's stages in order (a frozen-backbone warm-up, then the
+whole model with OneCycle). Each stage writes its Catalyst logs (CSV,
+TensorBoard) and checkpoints under LOGDIR/<stage>/ and marks itself done, so a
+restarted run skips finished stages; the whole run ends with
+LOGDIR/checkpoints/best.pth (+ labels.json beside it), the validation
+predictions and per-class scores, and LOGDIR/DONE.json; a finished run is skipped.
+"""
+import json
+import logging
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from catalyst import dl
+from catalyst.utils.misc import set_global_seed
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from cellpipe.core import config as cfglib
+from cellpipe.core import layout
+from cellpipe.core.fsutil import atomic_path, write_text
+from cellpipe.data.build import Prepared, prepare_training
+from cellpipe.data.dataset import class_weights, sample_weights
+from cellpipe.data.transforms import worker_init_fn
+from cellpipe.models import create_model, load_checkpoint
+from cellpipe.training.callbacks import EpochMetricsCallback, GradualUnfreezeCallback
+from cellpipe.training.evaluate import predict_logits, write_validation_report
+from cellpipe.training.losses import create_criterion
+from cellpipe.training.optim import create_optimizer, create_scheduler
+
+log = logging.getLogger("train")
+STAGE_DONE = "STAGE_DONE.json"
+STAGE_BEST = "checkpoints/model.best.pth"  # written by catalyst's CheckpointCallback
+STAGE_LAST = "checkpoints/model.last.pth"
+
+
+class CellRunner(dl.Runner):
+    """Forward pass that averages the logits of every site in eval batches."""
+
+    def handle_batch(self, batch):
+        self.batch = {**batch, "logits": forward_sites(self.model, batch["features"])}
+
+
+def forward_sites(model, x: torch.Tensor) -> torch.Tensor:
+    """Logits of a batch; an eval batch (B, sites, C, H, W) averages its sites' logits."""
+    if x.ndim == 5:
+        b, s = x.shape[:2]
+        return model(x.flatten(0, 1)).view(b, s, -1).mean(dim=1)
+    return model(x)
+
+
+def make_loaders(cfg, prepared: Prepared) -> "OrderedDict[str, DataLoader]":
+    dp = cfg["data_params"]
+    log.info("train samples: %d, valid samples: %d, classes: %d",
+             len(prepared.train), len(prepared.valid), len(prepared.labels))
+    common = dict(num_workers=dp["num_workers"], worker_init_fn=worker_init_fn,
+                  pin_memory=torch.cuda.is_available(), persistent_workers=dp["num_workers"] > 0)
+    train_kwargs = dict(shuffle=True)
+    if dp.get("balance") == "sampler":
+        targets = prepared.train.table["target"].to_numpy()
+        weights = sample_weights(targets, len(prepared.labels))
+        generator = torch.Generator().manual_seed(cfg["seed"])
+        train_kwargs = dict(sampler=WeightedRandomSampler(weights, len(weights), generator=generator))
+    return OrderedDict(
+        train=DataLoader(prepared.train, batch_size=dp["batch_size"], drop_last=dp["drop_last"],
+                         **train_kwargs, **common),
+        valid=DataLoader(prepared.valid, batch_size=dp["valid_batch_size"] or dp["batch_size"], shuffle=False,
+                         **common),
+    )
+
+
+def make_engine(engine_params: dict) -> dl.Engine:
+    """CPU, one GPU, or DataParallel over all visible GPUs; fp16 autocast on CUDA with amp.
+
+    Not catalyst's get_available_engine: it passes ``fp16=`` to accelerate's
+    Accelerator, which accelerate 0.34 rejects.
+    """
+    if engine_params["cpu"] or not torch.cuda.is_available():
+        return dl.CPUEngine()
+    engine = dl.DataParallelEngine if torch.cuda.device_count() > 1 else dl.GPUEngine
+    return engine(mixed_precision="fp16" if engine_params["amp"] else "no")
+
+
+def save_final(model, cfg, path: Path, metric: dict, prepared: Prepared) -> None:
+    """Weights plus what inference needs to rebuild and check the model, and labels.json beside them."""
+    payload = {
+        "model_state_dict": model.state_dict(),
+        "model_params": {k: v for k, v in cfg["model_params"].items() if k not in ("weight", "pretrained")},
+        "channels": cfg["data_params"]["channels"],
+        "image_size": cfg["data_params"]["image_size"],
+        "source": cfg["data_params"]["source"],
+        "labels": prepared.labels.to_dict(),
+        "normalization": prepared.normalizer.state(),
+        "metric": metric,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    prepared.labels.save(path.parent / layout.LABELS_FILE)
+
+
+def make_criteria(cfg, prepared: Prepared) -> dict:
+    weight = None
+    if cfg["data_params"].get("balance") == "loss":
+        targets = prepared.train.table["target"].to_numpy()
+        weight = torch.tensor(class_weights(targets, len(prepared.labels)), dtype=torch.float32)
+    return {"train": create_criterion(**cfg["criterion_params"], weight=weight),
+            "valid": create_criterion(**cfg["valid_criterion_params"])}
+
+
+def run_stage(cfg, name, model, loaders, logdir: Path, engine, criteria) -> dict:
+    st = cfglib.stage_settings(cfg, name)
+    sp = cfg["state_params"]
+    model.freeze_backbone(bool(st.get("freeze_backbone")))
+    unfreeze = st.get("unfreeze")
+    # a gradual unfreeze opens encoder blocks later, so the optimizer must hold them from the start
+    params = model.parameters() if unfreeze else (p for p in model.parameters() if p.requires_grad)
+    optimizer = create_optimizer(params, **st["optimizer_params"])
+    scheduler = create_scheduler(optimizer, st.get("scheduler_params"), st["num_epochs"], len(loaders["train"]))
+    callbacks = [
+        dl.ControlFlowCallbackWrapper(
+            dl.CriterionCallback(input_key="logits", target_key="targets", metric_key="loss", criterion_key="train"),
+            loaders="train"),
+        dl.ControlFlowCallbackWrapper(
+            dl.CriterionCallback(input_key="logits", target_key="targets", metric_key="loss", criterion_key="valid"),
+            ignore_loaders="train"),
+        dl.BackwardCallback(metric_key="loss"),
+        dl.OptimizerCallback(metric_key="loss", accumulation_steps=st["accumulation_steps"]),
+        EpochMetricsCallback(),
+        dl.CheckpointCallback(logdir=str(logdir / "checkpoints"), loader_key="valid", metric_key=sp["main_metric"],
+                              minimize=sp["minimize_metric"], load_best_on_end=True,
+                              topk=st["num_epochs"] if sp.get("keep_epoch_checkpoints") else 1),
+    ]
+    if scheduler is not None:
+        callbacks.append(dl.SchedulerCallback(mode="batch"))
+    if sp.get("early_stopping_patience"):
+        callbacks.append(dl.EarlyStoppingCallback(patience=sp["early_stopping_patience"], loader_key="valid",
+                                                  metric_key=sp["main_metric"], minimize=sp["minimize_metric"]))
+    if unfreeze:
+        callbacks.append(GradualUnfreezeCallback(**unfreeze))
+    runner = CellRunner()
+    runner.train(
+        model=model, engine=engine, criterion=criteria, optimizer=optimizer, scheduler=scheduler,
+        loaders=loaders, callbacks=callbacks, num_epochs=st["num_epochs"], logdir=str(logdir),
+        valid_loader="valid", valid_metric=sp["main_metric"], minimize_valid_metric=sp["minimize_metric"],
+        loggers={"console": dl.ConsoleLogger(), "csv": dl.CSVLogger(str(logdir)),
+                 "tensorboard": dl.TensorboardLogger(str(logdir))},
+        seed=cfg["seed"], verbose=True,
+    )
+    history = {epoch: m.get("valid", {}) for epoch, m in runner.experiment_metrics.items()}
+    scores = {e: h[sp["main_metric"]] for e, h in history.items() if sp["main_metric"] in h}
+    pick = min if sp["minimize_metric"] else max
+    best_epoch = pick(scores, key=scores.get)
+    return {"stage": name, "best_epoch": best_epoch, "epochs_run": len(history),
+            "valid": {k: float(v) for k, v in history[best_epoch].items()}}
+
+
+def train(cfg, logdir, force: bool = False) -> dict:
+    logdir = Path(logdir)
+    done = logdir / layout.DONE_FILE
+    if done.exists() and not force:
+        log.info("run already finished, skipping: %s", logdir)
+        return json.loads(done.read_text())
+    logdir.mkdir(parents=True, exist_ok=True)
+    set_global_seed(cfg["seed"])
+    started = time.time()
+    prepared = prepare_training(cfg)  # resolves the config's auto values
+    write_text(cfglib.dump(cfg), logdir / layout.CONFIG_FILE)
+    log.info("config:\n%s", cfglib.dump(cfg))
+    loaders = make_loaders(cfg, prepared)
+    model = create_model(**cfg["model_params"])
+    engine = make_engine(cfg["engine_params"])
+    criteria = make_criteria(cfg, prepared)
+    result, previous = {}, None
+    for name, stage in cfg["stages"].items():
+        stage_dir = logdir / name
+        marker = stage_dir / STAGE_DONE
+        if marker.exists() and (stage_dir / STAGE_BEST).exists() and not force:
+            log.info("stage %s already finished, not retraining it", name)
+            result = json.loads(marker.read_text())
+        else:
+            if previous is not None:
+                # start where the previous stage ended: its best epoch, or its last one
+                start = previous / (STAGE_BEST if stage.get("load_best") else STAGE_LAST)
+                model.load_state_dict(load_checkpoint(start))
+            result = run_stage(cfg, name, model, loaders, stage_dir, engine, criteria)
+            write_text(json.dumps(result, indent=2), marker)
+        log.info("stage %s best epoch %s: %s", name, result["best_epoch"], result["valid"])
+        previous = stage_dir
+    # the run's model is the best epoch of its last stage
+    model.load_state_dict(load_checkpoint(previous / STAGE_BEST))
+    model.freeze_backbone(False)
+    save_final(model, cfg, logdir / layout.FINAL_CHECKPOINT, result["valid"], prepared)
+    logits = predict_logits(model, prepared.valid, cfg["data_params"]["batch_size"])
+    report = write_validation_report(logits, prepared.valid.table, prepared.labels, logdir)
+    summary = {"logdir": str(logdir), "valid": result["valid"], "minutes": round((time.time() - started) / 60, 2),
+               "channels": cfg["data_params"]["channels"], "num_classes": cfg["model_params"]["num_classes"],
+               "source": cfg["data_params"]["source"], "best_epoch": result["best_epoch"],
+               "last_stage": previous.name, **report}
+    write_text(json.dumps(summary, indent=2), done)
+    return summary

@@ -45,3 +45,18 @@ def test_phenix_site_renders_and_cli_report(tmp_path):
                         "'source': 'phenix'}).catalog().shape[0])", str(SHARED)],
                        cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "1", r.stderr
+
+
+def test_phenix_site_converts_to_rxrx1_layout(tmp_path):
+    r = subprocess.run([sys.executable, "src/convert_to_rxrx1.py", "--root", str(SHARED), "--out_dir", str(tmp_path),
+                        "--rescale", "{mode: percentile, low: 0.5, high: 99.5}", "--tiles", "2"],
+                       cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    pngs = sorted((tmp_path / "train" / "EXP-01" / "Plate1").glob("C03_s*_w*.png"))
+    assert len(pngs) == 4 * 6  # one field cut into 2 x 2 sites, six channels each
+    img = cv2.imread(str(pngs[0]), cv2.IMREAD_UNCHANGED)
+    assert img.shape == (540, 540) and img.dtype == np.uint8 and img.std() > 5
+    bad = subprocess.run([sys.executable, "src/convert_to_rxrx1.py", "--root", str(SHARED), "--out_dir",
+                          str(tmp_path / "x")], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "rescale" in bad.stderr

@@ -1,0 +1,102 @@
+"""Options of single-label runs on any source: labels, balancing, unfreeze schedule, early stopping,
+per-epoch checkpoints and predicting with a chosen epoch."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cellpipe.core.errors import DataError
+from cellpipe.data.dataset import class_weights, sample_weights
+from cellpipe.data.labels import LabelMap, build_label_map, bundle_rare, natural_sort
+from cellpipe.demo.generic import write_manifest
+from cellpipe.inference.predict import predict_run
+from cellpipe.training.callbacks import GradualUnfreezeCallback
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_natural_sort_and_label_map():
+    assert natural_sort(["c10", "c2", "c1", "b"]) == ["b", "c1", "c2", "c10"]
+    table = pd.DataFrame({"id": ["a", "b", "c"], "label": ["x", "y", None]})
+    labels = build_label_map(table, {"unseen_labels": "error"})
+    assert labels.classes == ["x", "y"] and list(labels.encode(table, "t")) == [0, 1, -1]
+    with pytest.raises(DataError, match="label 'z' of sample q is not a class"):
+        labels.encode(pd.DataFrame({"id": ["q"], "label": ["z"]}), "valid.csv")
+    other = build_label_map(table, {"unseen_labels": "other", "other_label": "Other"})
+    assert other.classes == ["Other", "x", "y"]
+    assert list(other.encode(pd.DataFrame({"id": ["q"], "label": ["z"]}), "v")) == [0]
+    assert LabelMap.from_dict(json.loads(json.dumps(other.to_dict()))).classes == other.classes
+
+
+def test_min_samples_bundles_rare_classes_in_every_split():
+    train = pd.DataFrame({"id": list("abcde"), "label": ["x", "x", "x", "y", "z"]})
+    valid = pd.DataFrame({"id": ["f", "g"], "label": ["y", "x"]})
+    tr, va = bundle_rare([train, valid], train, 2, "Other")
+    assert list(tr["label"]) == ["x", "x", "x", "Other", "Other"] and list(va["label"]) == ["Other", "x"]
+
+
+def test_balancing_weights():
+    targets = np.array([0, 0, 0, 1])
+    w = class_weights(targets, 3)
+    assert w[2] == 0 and w[1] == pytest.approx(3 * w[0]) and w[:2].mean() == pytest.approx(1)
+    s = np.array(sample_weights(targets, 3))
+    assert s[targets == 0].sum() == pytest.approx(s[targets == 1].sum())  # each class drawn equally often
+
+
+@pytest.mark.parametrize("epoch,expected", [(1, 0), (2, 1), (3, 2), (4, 3), (5, 3), (9, 3)])
+def test_unfreeze_schedule(epoch, expected):
+    # from epoch 2, over 3 epochs, up to half of 6 blocks: 1, 2, 3 blocks, then stays at 3
+    assert GradualUnfreezeCallback(start_epoch=2, duration=3, fraction=0.5).blocks_open(epoch, 6) == expected
+
+
+def _train(tmp_path, root, *extra):
+    import train
+
+    logdir = tmp_path / "run"
+    rc = train.main(["--config", str(REPO / "configs/classify.yml"), "--overlay", str(REPO / "configs/data/manifest.yml"),
+                     "--overlay", str(REPO / "configs/tiny.yml"), "--logdir", str(logdir),
+                     f"--data_params/root={root}", *extra])
+    assert rc == 0
+    return logdir
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    root = tmp_path_factory.mktemp("manifest")
+    write_manifest(root, per_class=8)
+    return root
+
+
+@pytest.mark.slow
+def test_keep_epochs_and_predict_a_chosen_epoch(manifest, tmp_path):
+    run = _train(tmp_path, manifest, "--state_params/keep_epoch_checkpoints=true",
+                 "--data_params/balance=loss")
+    kept = sorted(p.name for p in (run / "finetune" / "checkpoints").glob("model.0*.pth"))
+    assert kept == ["model.0001.pth", "model.0002.pth", "model.0003.pth"]
+    a = predict_run(run, None, tmp_path, dest=tmp_path / "e1", epoch=1)
+    b = predict_run(run, None, tmp_path, dest=tmp_path / "best")
+    assert json.loads((a / "meta.json").read_text())["epoch"] == 1
+    assert not np.allclose(np.load(a / "pred_test.npy"), np.load(b / "pred_test.npy"))  # different weights
+    with pytest.raises(DataError, match="no checkpoint of epoch 9.*model.0003.pth"):
+        predict_run(run, None, tmp_path, dest=tmp_path / "e9", epoch=9)
+
+
+@pytest.mark.slow
+def test_early_stopping_ends_a_stage(manifest, tmp_path):
+    # lr 0 and no schedule: the metric never improves, so patience 1 stops after 2 of 6 epochs
+    run = _train(tmp_path, manifest, "--state_params/early_stopping_patience=1", "--stages/finetune/num_epochs=6",
+                 "--stages/finetune/optimizer_params/lr=0.0", "--stages/finetune/scheduler_params=null")
+    done = json.loads((run / "finetune" / "STAGE_DONE.json").read_text())
+    assert done["epochs_run"] == 2, done
+
+
+def test_gradual_unfreeze_config_is_checked():
+    sys.path.insert(0, str(REPO / "src"))
+    from cellpipe.core.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="fraction"):
+        load_config(REPO / "configs/classify.yml", overrides=[
+            "--stages/finetune/unfreeze={start_epoch: 1, duration: 2, fraction: 1.5}"])

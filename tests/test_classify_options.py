@@ -100,3 +100,36 @@ def test_gradual_unfreeze_config_is_checked():
     with pytest.raises(ConfigError, match="fraction"):
         load_config(REPO / "configs/classify.yml", overrides=[
             "--stages/finetune/unfreeze={start_epoch: 1, duration: 2, fraction: 1.5}"])
+
+
+def test_ceal_pseudo_manifest(manifest, tmp_path):
+    from cellpipe.prep.ceal import entropy, pseudo_manifest
+
+    man = pd.read_parquet(manifest / "manifest.parquet")
+    test = man[man["split_set"] == "TEST"].reset_index(drop=True)
+    confident = np.tile([0.97, 0.01, 0.01, 0.01], (len(test), 1))
+    confident[::2] = 0.25  # every other sample: a flat, maximal-entropy prediction
+    preds = pd.DataFrame({"id": test["img_path"], "pred": "c0"})
+    preds[[f"prob_c{i}" for i in range(4)]] = confident
+    preds.to_csv(tmp_path / "pred.csv", index=False)
+    out = tmp_path / "v2.parquet"
+    summary = pseudo_manifest(manifest / "manifest.parquet", tmp_path / "pred.csv", out, max_entropy=0.5)
+    v2 = pd.read_parquet(out)
+    flipped = v2[~v2["is_gt"].astype(bool)]
+    assert summary["pseudo_labelled"] == len(flipped) == len(test[1::2])
+    assert set(flipped["img_path"]) == set(test["img_path"][1::2])
+    assert (flipped["split_set"] == "TRAIN").all() and (flipped["label"] == "c0").all()
+    gt = v2["is_gt"].astype(bool).to_numpy()
+    assert len(v2) == len(man) and (v2["label"].to_numpy()[gt] == man["label"].to_numpy()[gt]).all()
+    assert entropy(np.full((1, 4), 0.25))[0] == pytest.approx(np.log(4))
+    # the new version trains with its pseudo rows only when asked
+    from cellpipe.sources import make_source
+    shutil_root = tmp_path / "root"
+    shutil_root.mkdir()
+    (shutil_root / "images").symlink_to(manifest / "images")
+    out.rename(shutil_root / "v2.parquet")
+    params = {"manifest": "v2.parquet"}
+    plain = make_source({"root": str(shutil_root), "source": "manifest", "source_params": params}).catalog()
+    pseudo = make_source({"root": str(shutil_root), "source": "manifest",
+                          "source_params": {**params, "use_pseudo": True}}).catalog()
+    assert len(pseudo) - len(plain) == len(flipped)

@@ -3,6 +3,7 @@
     python src/report.py runs --log_dir /logs                  # each run's valid scores vs chance
     python src/report.py ensemble --ensemble_dir E --data_root D --out_dir R
     python src/report.py run --run_dir R [--out_dir O]            # pictures of one single-label run
+    python src/report.py cv --log_dir /logs/folder                # per-fold and mean +- std scores
 """
 import json
 import logging
@@ -144,5 +145,45 @@ def run(run_dir, out_dir=None, data_root=None, montage_samples: int = 6, tile_si
     return None
 
 
+def cv_table(log_dir) -> pd.DataFrame:
+    """Per-fold validation scores of the finished runs under log_dir, plus mean and std rows."""
+    rows = []
+    for done in sorted(Path(log_dir).rglob(layout.DONE_FILE)):
+        run_dir = done.parent
+        fold = layout.parse_fold(run_dir.parent.name)
+        summary = json.loads(done.read_text())
+        per_class = run_dir / layout.PER_CLASS
+        macro = None
+        if per_class.is_file():
+            pc = pd.read_csv(per_class, dtype={"class": str})
+            macro = pc.loc[pc["class"] == "macro avg", ["precision", "recall", "f1"]].iloc[0]
+        rows.append({"run": str(run_dir.relative_to(log_dir)), "fold": fold,
+                     "accuracy": summary["valid"].get("accuracy01"),
+                     "precision": None if macro is None else macro["precision"],
+                     "recall": None if macro is None else macro["recall"],
+                     "f1": None if macro is None else macro["f1"], "n_valid": summary.get("n_valid")})
+    if not rows:
+        raise rxrx.DataError(f"no finished runs ({layout.DONE_FILE}) under {log_dir}")
+    table = pd.DataFrame(rows)
+    scores = table[["accuracy", "precision", "recall", "f1"]].astype(float)
+    stats = pd.DataFrame([{"run": "mean", **scores.mean().to_dict()}, {"run": "std", **scores.std(ddof=0).to_dict()}])
+    return pd.concat([table, stats], ignore_index=True)
+
+
+def cv(log_dir, out_csv=None):
+    """Cross-validation summary (seed 003): per-fold accuracy and macro precision / recall / F1, mean +- std.
+
+    Args:
+        log_dir: folder holding the fold runs, e.g. /logs/folder (any depth below it).
+        out_csv: where to write the table (default {log_dir}/cv_summary.csv).
+    """
+    table = cv_table(log_dir)
+    write_csv(table, out_csv or Path(log_dir) / "cv_summary.csv")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    mean, std = table.iloc[-2], table.iloc[-1]
+    print(f"accuracy {mean['accuracy']:.3f} +- {std['accuracy']:.3f} over {len(table) - 2} fold(s)")
+    return None
+
+
 if __name__ == "__main__":
-    cli.run({"runs": runs, "ensemble": ensemble, "run": run})
+    cli.run({"runs": runs, "ensemble": ensemble, "run": run, "cv": cv})

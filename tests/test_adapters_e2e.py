@@ -27,14 +27,24 @@ def test_adapter_trains_and_predicts_above_chance(kind, tmp_path):
     WRITERS[kind](data)
     env = {"SOURCE": kind, "DATA_DIR": str(data), "LOG_DIR": str(tmp_path / "logs"), "OVERLAY": "configs/tiny.yml",
            "PYTHON": sys.executable, "FOLDS": "0"}
+    if kind == "folder":  # cross-validation over the class folders: 2 of 3 stratified folds
+        sh(sys.executable, "src/make_folds.py", str(data), "--out_dir", str(tmp_path / "csv"), "--n_folds", "3",
+           "--source", kind, "--grouped", "false", "--splits", "train,valid")  # test stays held out
+        env.update(CSV_DIR=str(tmp_path / "csv"), FOLDS="0 1")
     if kind == "rxrx1_2020":  # no validation split of its own: folds grouped by experiment
         sh(sys.executable, "src/make_folds.py", str(data), "--out_dir", str(tmp_path / "csv"), "--n_folds", "3",
            "--source", kind, "--seed", "0")
         env["CSV_DIR"] = str(tmp_path / "csv")
     sh("bash", "bin/train_classify.sh", "--stages/finetune/num_epochs=8", env=env)
-    runs = list((tmp_path / "logs" / kind).glob("*/fold_*/test_resnet/DONE.json"))
-    assert len(runs) == 1, list((tmp_path / "logs").rglob("DONE.json"))
+    runs = sorted((tmp_path / "logs" / kind).glob("*/fold_*/test_resnet/DONE.json"))
+    assert len(runs) == (2 if kind == "folder" else 1), list((tmp_path / "logs").rglob("DONE.json"))
     run = runs[0].parent
+    if kind == "folder":
+        cv = sh(sys.executable, "src/report.py", "cv", f"--log_dir={tmp_path / 'logs' / kind}").stdout
+        summary = pd.read_csv(tmp_path / "logs" / kind / "cv_summary.csv")
+        folds = summary[summary["run"].str.contains("fold_")]
+        assert len(folds) == 2 and "+-" in cv
+        assert summary.set_index("run").loc["mean", "accuracy"] == pytest.approx(folds["accuracy"].mean())
     labels = json.loads((run / "checkpoints" / "labels.json").read_text())
     # class names come from the data: folder / label names, or rxrx1_2020's integer sirna_id
     assert labels["classes"] == (["0", "1", "2", "3"] if kind == "rxrx1_2020" else ["c0", "c1", "c2", "c3"])

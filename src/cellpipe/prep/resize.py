@@ -28,6 +28,7 @@ import os
 import shutil
 import tempfile
 import zlib
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -137,7 +138,9 @@ def run_jobs(fn: Callable, jobs: Sequence, workers: Optional[int], desc: str) ->
                 results.append(fn(job))
                 bar.update()
             return results
-        with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
+        # spawn, not fork: a forked child of a process whose torch / OpenMP threads already run can deadlock
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker) as pool:
             try:
                 for result in pool.map(fn, jobs, chunksize=JOB_CHUNK):
                     results.append(result)

@@ -133,3 +133,18 @@ def test_ceal_pseudo_manifest(manifest, tmp_path):
     pseudo = make_source({"root": str(shutil_root), "source": "manifest",
                           "source_params": {**params, "use_pseudo": True}}).catalog()
     assert len(pseudo) - len(plain) == len(flipped)
+
+
+@pytest.mark.parametrize("override,match", [
+    ("--data_params/filter={label: [c9]}", "the train split is empty"),   # empty class set after filtering
+    ("--data_params/filter={colour: [red]}", "filter names column 'colour'"),
+    ("--model_params/num_classes=7", "num_classes'=7 but the training split has 4 classes"),
+])
+def test_bad_selection_is_one_clear_error(manifest, override, match):
+    from cellpipe.core.config import load_config
+    from cellpipe.data.build import prepare_training
+
+    cfg = load_config(REPO / "configs/classify.yml", [REPO / "configs/data/manifest.yml", REPO / "configs/tiny.yml"],
+                      [f"--data_params/root={manifest}", override])
+    with pytest.raises((DataError, ValueError), match=match):
+        prepare_training(cfg)

@@ -66,7 +66,9 @@ def load_run(run_dir: Path, device, epoch: Optional[int] = None, check_folder: b
             raise DataError(f"checkpoint {final} was trained on channels {payload.get('channels')} "
                             f"but its folder says {folder_channels}")
     model = create_model(**dict(payload["model_params"], pretrained=None, weight=None))
-    model.load_state_dict(load_checkpoint(checkpoint_path(run_dir, epoch)))
+    # the final checkpoint is already in memory; only another epoch needs a second read
+    state = payload["model_state_dict"] if epoch is None else load_checkpoint(checkpoint_path(run_dir, epoch))
+    model.load_state_dict(state)
     labels = LabelMap.from_dict(payload["labels"])
     return model.to(device).eval(), cfg, labels, payload
 

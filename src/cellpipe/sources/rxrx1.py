@@ -126,15 +126,27 @@ def test_table(csv, **_) -> pd.DataFrame:
 # ---------------------------------------------------------------- the adapter
 
 
-@SOURCES.register("rxrx1")
-class Rxrx1Source(Source):
-    """The Kaggle RxRx1 layout; ``data_params/dataset`` picks the table kind of train/valid."""
+class RxrxPlates(Source):
+    """What every RxRx release shares: six stains in one PNG each, plates of wells, plate-level normalisation."""
 
-    name = "rxrx1"
     plate_columns = ("experiment", "plate")
     well_column = "well"
     per_channel_files = True
     levels = PLATE_LEVELS
+
+    @property
+    def channel_names(self):
+        return list(CHANNEL_NAMES)
+
+    def colours(self):
+        return [CHANNEL_COLOURS[c] for c in CHANNELS]
+
+
+@SOURCES.register("rxrx1")
+class Rxrx1Source(RxrxPlates):
+    """The Kaggle RxRx1 layout; ``data_params/dataset`` picks the table kind of train/valid."""
+
+    name = "rxrx1"
 
     def __init__(self, root, rescale: Optional[dict] = None, data_params: Optional[dict] = None):
         super().__init__(root, rescale)
@@ -143,15 +155,8 @@ class Rxrx1Source(Source):
         TABLES.check(self.kind, "data_params/dataset")
 
     @property
-    def channel_names(self):
-        return list(CHANNEL_NAMES)
-
-    @property
     def sites(self):
         return list(SITES)
-
-    def colours(self):
-        return [CHANNEL_COLOURS[c] for c in CHANNELS]
 
     def build_catalog(self) -> pd.DataFrame:
         """train.csv and test.csv wells (the labelled test rows of a pseudo fold come via its CSV)."""

@@ -16,8 +16,8 @@ import pandas as pd
 from cellpipe.core.errors import DataError
 from cellpipe.core.tables import read_table
 from cellpipe.sources import SOURCES
-from cellpipe.sources.base import Source, map_split_values
-from cellpipe.sources.rxrx1 import CHANNEL_COLOURS, CHANNEL_NAMES, CHANNELS, PLATE_LEVELS
+from cellpipe.sources.base import map_split_values
+from cellpipe.sources.rxrx1 import RxrxPlates
 
 METADATA_COLUMNS = ["site_id", "well_id", "cell_type", "dataset", "experiment", "plate", "well", "site",
                     "well_type", "sirna", "sirna_id"]
@@ -29,12 +29,8 @@ def image_path(root, experiment: str, plate: int, well: str, site: int, channel:
 
 
 @SOURCES.register("rxrx1_2020")
-class Rxrx12020Source(Source):
+class Rxrx12020Source(RxrxPlates):
     name = "rxrx1_2020"
-    plate_columns = ("experiment", "plate")
-    well_column = "well"
-    per_channel_files = True
-    levels = PLATE_LEVELS
 
     def __init__(self, root, rescale: Optional[dict] = None, data_params: Optional[dict] = None,
                  metadata: str = "metadata.csv", well_types: Sequence[str] = ("treatment",)):
@@ -50,15 +46,8 @@ class Rxrx12020Source(Source):
         return str(self.metadata)
 
     @property
-    def channel_names(self):
-        return list(CHANNEL_NAMES)
-
-    @property
     def sites(self):
         return self._sites
-
-    def colours(self):
-        return [CHANNEL_COLOURS[c] for c in CHANNELS]
 
     def build_catalog(self) -> pd.DataFrame:
         meta = read_table(self.metadata, METADATA_COLUMNS)

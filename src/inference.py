@@ -7,7 +7,8 @@
 ``predict-all`` walks the seed's tree ``{model_root}/{channels}/fold_{k}/{model_name}/``
 and writes ``{out_dir}/{channels}/fold_{k}/{model_name}/`` (pred_test.npy in the test
 table's row order, test_ids.csv, pred_test.csv with class names and probabilities,
-pred_valid.npy, valid_ids.csv, labels.json, meta.json). ``predict`` does the same for
+pred_valid.npy, valid_ids.csv, labels.json, meta.json; multi-label runs also
+submission.csv and submission_optimal_threshold.csv). ``predict`` does the same for
 one run folder anywhere, optionally with an earlier epoch's checkpoint.
 """
 from pathlib import Path
@@ -18,10 +19,10 @@ from cellpipe.inference.predict import predict_all as _predict_all
 from cellpipe.inference.predict import predict_run
 
 
-def predict_all(data_root, model_root, model_name, out_dir, sites=None, tta: str = "none",
+def predict_all(data_root, model_root, model_name, out_dir, sites=None, tta: Optional[str] = None,
                 batch_size: int = 32, num_workers: int = 0, device: str = "auto",
                 overwrite: bool = False, image_size: Optional[int] = None, test_csv: Optional[str] = None,
-                reduce: str = "mean"):
+                reduce: Optional[str] = None, crop: Optional[float] = None):
     """Predict with every finished run under model_root.
 
     Args:
@@ -30,22 +31,25 @@ def predict_all(data_root, model_root, model_name, out_dir, sites=None, tta: str
         model_name: backbone folder name, e.g. se_resnext50_32x4d.
         out_dir: where {channels}/fold_{k}/{model_name}/pred_test.npy go.
         sites: sites whose logits are averaged (default: the run's valid_sites).
-        tta: none | flip (identity + h/v flips) | d4 (8 dihedral views).
+        tta: none | flip (identity + h/v flips) | d4 (8 dihedral views) | five_crop (4 corners +
+            centre) | five_crop_flip; default: the run's predict_params/tta.
         batch_size: samples per batch (each is len(sites) images per view).
         num_workers: DataLoader worker processes.
         device: auto (CUDA when present) | cpu | cuda | cuda:N.
         overwrite: recompute outputs that already exist.
         image_size: resize to this size instead of the run's training size.
         test_csv: rows to predict (rxrx1 default {data_root}/test.csv; other sources: a file of ids).
-        reduce: how TTA views' logits combine: mean | max.
+        reduce: how TTA views' logits combine: mean | max (default: the run's predict_params/reduce).
+        crop: five_crop's crop side, a fraction of the image side or pixels (default: predict_params/crop).
     """
     return _predict_all(data_root, model_root, model_name, out_dir, sites, tta, batch_size, num_workers, device,
-                        overwrite, image_size, test_csv, reduce)
+                        overwrite, image_size, test_csv, reduce, crop)
 
 
-def predict(run_dir, out_dir, data_root=None, epoch: Optional[int] = None, sites=None, tta: str = "none",
-            reduce: str = "mean", batch_size: int = 32, num_workers: int = 0, device: str = "auto",
-            overwrite: bool = False, test_csv: Optional[str] = None):
+def predict(run_dir, out_dir, data_root=None, epoch: Optional[int] = None, sites=None, tta: Optional[str] = None,
+            reduce: Optional[str] = None, batch_size: int = 32, num_workers: int = 0, device: str = "auto",
+            overwrite: bool = False, test_csv: Optional[str] = None, crop: Optional[float] = None,
+            image_size: Optional[int] = None):
     """Predict with one run folder (its best model, or the checkpoint of ``epoch``).
 
     Args:
@@ -54,8 +58,10 @@ def predict(run_dir, out_dir, data_root=None, epoch: Optional[int] = None, sites
         data_root: the data folder (default: the run's data_params/root).
         epoch: use this epoch's checkpoint of the run's last stage (needs keep_epoch_checkpoints).
         sites: sites whose logits are averaged (default: the run's valid_sites).
-        tta: none | flip | d4.
-        reduce: mean | max over the TTA views.
+        tta: none | flip | d4 | five_crop | five_crop_flip (default: the run's predict_params/tta).
+        reduce: mean | max over the TTA views (default: predict_params/reduce).
+        crop: five_crop's crop side (fraction of the side, or pixels).
+        image_size: resize to this size instead of the run's training size (e.g. larger, then crop).
         batch_size: samples per batch.
         num_workers: DataLoader worker processes.
         device: auto | cpu | cuda | cuda:N.
@@ -64,7 +70,7 @@ def predict(run_dir, out_dir, data_root=None, epoch: Optional[int] = None, sites
     """
     sites = None if sites is None else [int(s) for s in ([sites] if isinstance(sites, int) else sites)]
     return str(predict_run(Path(run_dir), data_root, Path(out_dir), sites, tta, batch_size, num_workers, device,
-                           overwrite, None, test_csv, reduce, epoch, dest=Path(out_dir)))
+                           overwrite, image_size, test_csv, reduce, epoch, dest=Path(out_dir), crop=crop))
 
 
 if __name__ == "__main__":

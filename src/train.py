@@ -8,7 +8,8 @@ whole model with OneCycle). Each stage writes its Catalyst logs (CSV,
 TensorBoard) and checkpoints under LOGDIR/<stage>/ and marks itself done, so a
 restarted run skips finished stages; the whole run ends with
 LOGDIR/checkpoints/best.pth (+ labels.json), valid_predictions.csv,
-per_class.csv, confusion_matrix.png and LOGDIR/DONE.json; a finished run is skipped.
+per_class.csv, history.csv, training_logs/, the figures of its target kind
+(confusion_matrix*.png or per_class_f1.png) and LOGDIR/DONE.json; a finished run is skipped.
 """
 import argparse
 import json
@@ -18,7 +19,6 @@ from pathlib import Path
 
 from cellpipe.core import cli
 from cellpipe.core import config as cfglib
-from cellpipe.core import layout
 from cellpipe.training.checks import check_names
 from cellpipe.training.runner import train
 
@@ -55,9 +55,9 @@ def main(argv=None) -> int:
     setup_logging(args.logdir)
     try:
         summary = train(cfg, args.logdir, force=args.force)
-        from cellpipe.reports.plots import confusion_matrix_png  # matplotlib only after training
+        from cellpipe.reports.plots import run_figures  # matplotlib only after training
 
-        confusion_matrix_png(Path(args.logdir) / layout.VALID_PREDICTIONS, Path(args.logdir) / layout.CONFUSION_PNG)
+        run_figures(args.logdir)
     except cli.USER_ERRORS as e:
         log.debug("failed", exc_info=True)
         cli.fail(e)

@@ -10,7 +10,7 @@ import pytest
 
 from cellpipe.core.errors import DataError
 from cellpipe.data.dataset import class_weights, sample_weights
-from cellpipe.data.labels import LabelMap, build_label_map, bundle_rare, natural_sort
+from cellpipe.data.labels import LabelMap, build_label_map, natural_sort
 from cellpipe.demo.generic import write_manifest
 from cellpipe.inference.predict import predict_run
 from cellpipe.training.callbacks import GradualUnfreezeCallback
@@ -34,8 +34,12 @@ def test_natural_sort_and_label_map():
 def test_min_samples_bundles_rare_classes_in_every_split():
     train = pd.DataFrame({"id": list("abcde"), "label": ["x", "x", "x", "y", "z"]})
     valid = pd.DataFrame({"id": ["f", "g"], "label": ["y", "x"]})
-    tr, va = bundle_rare([train, valid], train, 2, "Other")
-    assert list(tr["label"]) == ["x", "x", "x", "Other", "Other"] and list(va["label"]) == ["Other", "x"]
+    labels = build_label_map(train, {"min_samples": 2, "other_label": "Other"})
+    assert labels.classes == ["Other", "x"]
+    assert list(labels.encode(train, "t")) == [1, 1, 1, 0, 0] and list(labels.encode(valid, "v")) == [0, 1]
+    # the bundling travels with the map: a reloaded map encodes new tables the same way
+    again = LabelMap.from_dict(json.loads(json.dumps(labels.to_dict())))
+    assert list(again.encode(valid, "v")) == [0, 1] and list(again.canonical(valid["label"])) == ["Other", "x"]
 
 
 def test_balancing_weights():

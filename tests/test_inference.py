@@ -54,7 +54,7 @@ def test_predict_all_writes_every_run(predictions):
         assert np.isfinite(test).all()
         valid_csv = pd.read_csv(Path(runs["csv_dir"]) / f"valid_{fold}.csv")
         ids = pd.read_csv(d / "valid_ids.csv")
-        assert list(ids.columns) == ["id"]
+        assert list(ids.columns) == ["id", "label"]  # the label lets an ensemble score out-of-fold
         assert ids["id"].tolist() == valid_csv["id_code"].tolist()
         test_ids = pd.read_csv(d / "test_ids.csv")["id"]
         assert test_ids.tolist() == pd.read_csv(Path(runs["data_root"]) / "test.csv")["id_code"].tolist()

@@ -211,5 +211,5 @@ def test_default_smoothing_and_registry():
     assert create_criterion("CrossEntropyLoss").label_smoothing == 0.0
     assert torch.isfinite(create_criterion("LabelSmoothingCrossEntropy")(logits, targets))
     with pytest.raises(KeyError) as e:
-        create_criterion("FocalLoss")
+        create_criterion("TverskyLoss")
     assert all(name in str(e.value) for name in CRITERIA.names())

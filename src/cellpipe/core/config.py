@@ -56,11 +56,20 @@ def read_yaml(path, strict: bool = False) -> Dict[str, Any]:
     return cfg
 
 
+COMPONENT_KEYS = ("criterion", "optimizer", "scheduler")
+
+
+def names_other(base: Dict, update: Dict) -> bool:
+    """True when ``update`` names a different registry component than ``base`` (its settings differ)."""
+    return any(k in base and k in update and update[k] != base[k] for k in COMPONENT_KEYS)
+
+
 def merge(base: Dict, update: Dict, strict: bool = True, where: str = "", prefix: str = "") -> Dict:
     """Deep-merge ``update`` into a copy of ``base``; lists are replaced whole.
 
     With ``strict`` a key absent from ``base`` raises ConfigError; a mapping that is empty
-    in ``base`` is free-form and replaced whole.
+    in ``base``, or one whose update names another criterion / optimizer / scheduler, is
+    replaced whole.
     """
     out = copy.deepcopy(base)
     for key, value in update.items():
@@ -69,6 +78,9 @@ def merge(base: Dict, update: Dict, strict: bool = True, where: str = "", prefix
             if strict:
                 known = ", ".join(sorted(map(str, out)))
                 raise ConfigError(f"unknown config key '{path}' in {where or 'overrides'}; known here: {known}")
+            out[key] = copy.deepcopy(value)
+        elif isinstance(out[key], dict) and isinstance(value, dict) and names_other(out[key], value):
+            # another criterion / optimizer / scheduler takes its own settings: replaced whole
             out[key] = copy.deepcopy(value)
         elif isinstance(out[key], dict) and isinstance(value, dict) and out[key]:
             # an empty mapping in the base (source_params, filter) is free-form: taken whole

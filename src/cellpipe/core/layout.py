@@ -2,10 +2,11 @@
 
 Runs:         {log_dir}/{part}/{channels}/fold_{k}/{model_name}/   (Part I: no fold level)
                   config.yml, train.log, DONE.json, checkpoints/best.pth, checkpoints/labels.json,
-                  valid_predictions.csv, per_class.csv, <stage>/ (Catalyst logs and checkpoints)
+                  valid_predictions.csv, per_class.csv, history.csv, training_logs/,
+                  checkpoints/thresholds.json (multi-label), <stage>/ (Catalyst logs and checkpoints)
 Predictions:  {pred_dir}/{channels}/fold_{k}/{model_name}/
                   pred_test.npy, test_ids.csv, pred_test.csv, pred_valid.npy, valid_ids.csv,
-                  labels.json, meta.json
+                  labels.json, meta.json (multi-label: submission.csv, submission_optimal_threshold.csv)
 Ensembles:    {out_dir}/ submission.csv, test_assigned.csv, test_probs.npy, oof_accuracy.csv, predictions.csv
 """
 from pathlib import Path
@@ -20,6 +21,10 @@ LABELS_FILE = "labels.json"  # class names in index order (beside checkpoints an
 VALID_PREDICTIONS = "valid_predictions.csv"  # per validation sample: id, pred, prob, truth, loss, prob_*
 PER_CLASS = "per_class.csv"  # precision, recall, f1, support per class
 CONFUSION_PNG = "confusion_matrix.png"
+HISTORY = "history.csv"  # one row per epoch of every stage: losses, metrics, lr
+SAMPLE_LOGS = "training_logs/{stage}_{split}.csv"  # per sample at a stage's end: id, pred, truth, loss
+THRESHOLDS = "checkpoints/thresholds.json"  # multi-label: per-class thresholds fitted on validation
+OPTIMAL_SUBMISSION = "submission_optimal_threshold.csv"  # multi-label: at the fitted thresholds
 EPOCH_CHECKPOINT = "checkpoints/model.{epoch:04d}.pth"  # per stage, with keep_epoch_checkpoints
 PRED_TEST = "pred_test.npy"
 TEST_IDS = "test_ids.csv"

@@ -1,7 +1,8 @@
 """String-keyed registries: YAML names a component, the registry builds it."""
+import inspect
 from typing import Any, Callable, Dict
 
-from cellpipe.core.errors import UnknownName
+from cellpipe.core.errors import ConfigError, UnknownName
 
 
 class Registry:
@@ -34,7 +35,12 @@ class Registry:
             raise UnknownName(f"{where}unknown {self.kind} '{name}'; known: {', '.join(sorted(self._items))}")
 
     def build(self, name: str, **kwargs) -> Any:
-        return self.get(name)(**kwargs)
+        fn = self.get(name)
+        try:  # a misspelt or foreign setting names itself instead of a TypeError deep inside
+            inspect.signature(fn).bind(**kwargs)
+        except TypeError as e:
+            raise ConfigError(f"{self.kind} '{name}': {e}") from None
+        return fn(**kwargs)
 
     def names(self):
         return sorted(self._items)

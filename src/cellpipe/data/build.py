@@ -12,7 +12,7 @@ import pandas as pd
 
 from cellpipe.core.errors import ConfigError, DataError
 from cellpipe.data.dataset import SampleDataset, check_channel_count, verify_files
-from cellpipe.data.labels import LabelMap, build_label_map, bundle_rare
+from cellpipe.data.labels import LabelMap, build_label_map
 from cellpipe.data.normalize import Normalizer, make_normalizer
 from cellpipe.data.transforms import build_transforms
 from cellpipe.sources import make_source
@@ -65,12 +65,23 @@ def resolve(cfg: dict, source) -> None:
 def make_eval_dataset(dp: dict, source, table: pd.DataFrame, labels: LabelMap, normalizer: Normalizer,
                       where: str) -> SampleDataset:
     """A deterministic (all sites, no augmentation) dataset of ``table``; unlabelled rows get target -1."""
-    table = table.assign(target=labels.encode(table, where))
+    targets = labels.encode(table, where)
     if dp.get("check_files", True):
         verify_files(table, source, dp["channels"], dp["valid_sites"], where)
     augs = (dp.get("augmentations") or {}).get("valid")
     return SampleDataset(table, source, dp["channels"], dp["valid_sites"], dp["image_size"], normalizer,
-                         build_transforms(augs), train=False)
+                         build_transforms(augs), train=False, targets=targets)
+
+
+def train_dataset(dp: dict, source, table: pd.DataFrame, labels: LabelMap, normalizer: Normalizer, where: str,
+                  seed: Optional[int]) -> SampleDataset:
+    """The augmented one-random-site-per-draw dataset of ``table`` (labelled rows only)."""
+    targets = labels.encode(table, where)
+    if dp.get("check_files", True):
+        verify_files(table, source, dp["channels"], dp["train_sites"], where)
+    augs = (dp.get("augmentations") or {}).get("train")
+    return SampleDataset(table, source, dp["channels"], dp["train_sites"], dp["image_size"], normalizer,
+                         build_transforms(augs, seed), train=True, targets=targets)
 
 
 def prepare_training(cfg: dict, workers: int = 4) -> Prepared:
@@ -84,7 +95,6 @@ def prepare_training(cfg: dict, workers: int = 4) -> Prepared:
         if t.empty:
             raise DataError(f"{source.describe()}: the {name} split is empty (check the split column, "
                             f"data_params/{name}_csv and data_params/filter)")
-    train, valid = bundle_rare([train, valid], train, dp.get("min_samples", 0), dp.get("other_label") or "Other")
     unlabelled = train["label"].isna()
     if unlabelled.any():
         log.warning("%d training sample(s) without a label are left out", int(unlabelled.sum()))
@@ -92,20 +102,21 @@ def prepare_training(cfg: dict, workers: int = 4) -> Prepared:
     fixed = source.fixed_classes(mp["num_classes"]) if hasattr(source, "fixed_classes") else None
     labels = build_label_map(train, dp, fixed)
     if mp["num_classes"] in (None, "auto"):
-        mp["num_classes"] = len(labels)
-    elif mp["num_classes"] != len(labels):
+        mp["num_classes"] = labels.n_outputs
+    elif mp["num_classes"] != labels.n_outputs:
         raise ConfigError(f"config key 'model_params/num_classes'={mp['num_classes']} but the training split has "
-                          f"{len(labels)} classes ({', '.join(labels.classes[:8])}...); set it to auto")
-    train = train.assign(target=labels.encode(train, f"{source.describe()} train split"))
+                          f"{labels.n_outputs} {'classes' if labels.kind != 'hierarchy' else 'outputs over its levels'} "
+                          f"({', '.join(labels.classes[:8])}...); "
+                          f"set it to auto")
+    where = f"{source.describe()} train split"
     if dp.get("check_files", True):
-        verify_files(train, source, dp["channels"], dp["train_sites"], f"{source.describe()} train split")
-        check_channel_count(train, source, dp["channels"], f"{source.describe()} train split")
+        # every file first, so that a missing one is named before a channel-count mismatch
+        verify_files(train, source, dp["channels"], dp["train_sites"], where)
+        check_channel_count(train, source, dp["channels"], where)
     normalizer = make_normalizer(dp, source, [train, valid], workers=workers)
-    augs = (dp.get("augmentations") or {}).get("train")
-    train_ds = SampleDataset(train, source, dp["channels"], dp["train_sites"], dp["image_size"], normalizer,
-                             build_transforms(augs, cfg["seed"]), train=True)
+    train_ds = train_dataset(dict(dp, check_files=False), source, train, labels, normalizer, where, cfg["seed"])
     valid_ds = make_eval_dataset(dp, source, valid, labels, normalizer, f"{source.describe()} valid split")
-    if len(np.unique(train_ds.table["target"])) < 2:
+    if labels.kind == "single" and len(np.unique(train_ds.targets)) < 2:
         log.warning("the training split holds a single class")
     return Prepared(source, train_ds, valid_ds, labels, normalizer)
 
@@ -135,9 +146,4 @@ def make_dataset(dp: dict, split: str, num_classes: Optional[int] = None, normal
     where = f"{csv or dp.get(f'{split}_csv') or source.describe()}"
     if split != "train":
         return make_eval_dataset(dp, source, table, labels, normalizer, where)
-    table = table.assign(target=labels.encode(table, where))
-    if dp.get("check_files", True):
-        verify_files(table, source, dp["channels"], dp["train_sites"], where)
-    augs = (dp.get("augmentations") or {}).get("train")
-    return SampleDataset(table, source, dp["channels"], dp["train_sites"], dp["image_size"], normalizer,
-                         build_transforms(augs, seed), train=True)
+    return train_dataset(dp, source, table, labels, normalizer, where, seed)

@@ -20,13 +20,19 @@ log = logging.getLogger(__name__)
 
 
 class SampleDataset(Dataset):
-    """Rows of a sample table (with a ``target`` column) -> {"features", "targets", "index"}."""
+    """Rows of a sample table and their targets -> {"features", "targets", "index"}."""
 
     def __init__(self, table: pd.DataFrame, source, channels: Sequence[int], sites: Sequence[int],
-                 image_size: int, normalizer, transforms=None, train: bool = True):
+                 image_size: int, normalizer, transforms=None, train: bool = True, targets=None):
         self.table = table.reset_index(drop=True)
-        if "target" not in self.table.columns:
-            self.table["target"] = -1
+        if targets is None:
+            targets = self.table["target"].to_numpy() if "target" in self.table.columns else np.full(len(table), -1)
+        # one index per row (single label), a 0/1 row (multi-label) or one index per level (hierarchy)
+        self.targets = np.asarray(targets)
+        if len(self.targets) != len(self.table):
+            raise ValueError(f"{len(self.targets)} targets for {len(self.table)} rows")
+        if self.targets.ndim == 1:
+            self.table["target"] = self.targets
         self.rows = self.table.to_dict("records")
         self.source = source
         self.channels = list(channels)
@@ -56,7 +62,9 @@ class SampleDataset(Dataset):
             x = self.load(row, random.choice(self.sites))
         else:
             x = np.stack([self.load(row, s) for s in self.sites])
-        return {"features": torch.from_numpy(x), "targets": int(row["target"]), "index": index}
+        target = self.targets[index]
+        target = int(target) if self.targets.ndim == 1 else torch.as_tensor(target)
+        return {"features": torch.from_numpy(x), "targets": target, "index": index}
 
 
 def verify_files(table: pd.DataFrame, source, channels: Sequence[int], sites: Sequence[int], where="") -> None:

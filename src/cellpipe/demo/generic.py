@@ -147,3 +147,15 @@ def write_rxrx1_2020(out: Path, seed=0, n_classes=4, per_class=24, size=32, hard
 
 
 WRITERS = {"manifest": write_manifest, "folder": write_folder, "phenix": write_phenix, "rxrx1_2020": write_rxrx1_2020}
+
+
+def _more_writers():
+    # the multi-label and hierarchy sets live in their own modules
+    from cellpipe.demo.hpa import write_hpa
+    from cellpipe.demo.moths import write_moths
+
+    return {"hpa": write_hpa, "moths": write_moths}
+
+
+WRITERS.update(_more_writers())
+KINDS = tuple(WRITERS)

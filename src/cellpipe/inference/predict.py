@@ -4,7 +4,9 @@ For a run folder ``{model_root}/{channels}/fold_{k}/{model_name}/`` it writes
 ``{out_dir}/{channels}/fold_{k}/{model_name}/``: pred_test.npy (float32 logits in the
 test table's row order, averaged over sites and TTA views), test_ids.csv,
 pred_test.csv (class names and probabilities per sample), pred_valid.npy and
-valid_ids.csv (the fold's validation samples), labels.json and meta.json. Files
+valid_ids.csv (the fold's validation samples), labels.json and meta.json; a multi-label
+run adds submission.csv (0.5) and submission_optimal_threshold.csv (the run's fitted
+thresholds, thresholds.json) in its source's submission format. Files
 appear atomically; finished outputs are skipped unless ``overwrite``.
 """
 import json
@@ -20,12 +22,12 @@ from cellpipe.core import layout
 from cellpipe.core.errors import DataError
 from cellpipe.core.fsutil import write_csv, write_npy, write_text
 from cellpipe.data.build import make_eval_dataset, split_table
-from cellpipe.data.labels import LabelMap
+from cellpipe.data.labels import label_map_from_dict
 from cellpipe.data.normalize import make_normalizer
 from cellpipe.inference.tta import check_tta, tta_views
 from cellpipe.models import create_model, load_checkpoint
 from cellpipe.sources import make_source
-from cellpipe.training.evaluate import predict_logits, prediction_table
+from cellpipe.training.evaluate import load_thresholds, predict_logits, prediction_table
 
 log = logging.getLogger("inference")
 
@@ -69,7 +71,7 @@ def load_run(run_dir: Path, device, epoch: Optional[int] = None, check_folder: b
     # the final checkpoint is already in memory; only another epoch needs a second read
     state = payload["model_state_dict"] if epoch is None else load_checkpoint(checkpoint_path(run_dir, epoch))
     model.load_state_dict(state)
-    labels = LabelMap.from_dict(payload["labels"])
+    labels = label_map_from_dict(payload["labels"])
     return model.to(device).eval(), cfg, labels, payload
 
 
@@ -89,23 +91,48 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
 
 
-def predict_run(run_dir: Path, data_root, out_dir: Path, sites=None, tta="none", batch_size=32, num_workers=0,
-                device="auto", overwrite=False, image_size=None, test_csv=None, reduce="mean",
-                epoch: Optional[int] = None, dest: Optional[Path] = None) -> Path:
+def tta_settings(cfg: dict, tta=None, reduce=None, crop=None) -> dict:
+    """TTA of a prediction: the flags, else the run's predict_params, else none/mean."""
+    pp = cfg.get("predict_params") or {}
+    tta = tta or pp.get("tta") or "none"
+    reduce = reduce or pp.get("reduce") or "mean"
+    crop = crop if crop is not None else pp.get("crop")
+    check_tta(tta, reduce, crop)
+    return {"tta": tta, "reduce": reduce, "crop": float(crop) if "crop" in tta and crop is not None else None}
+
+
+def write_multilabel_submissions(source, table: pd.DataFrame, probs, labels, run_dir: Path, dest: Path) -> None:
+    """Seed 004's pair: submission.csv at 0.5 and, with the run's fitted thresholds,
+    submission_optimal_threshold.csv (thresholds.json copied beside them)."""
+    write_csv(source.submission(table, labels.predicted(probs), labels), dest / layout.SUBMISSION)
+    th_file = run_dir / layout.THRESHOLDS
+    if th_file.is_file():
+        th = load_thresholds(th_file, labels.classes)
+        write_text(th_file.read_text(), dest / Path(layout.THRESHOLDS).name)
+        write_csv(source.submission(table, labels.predicted(probs, th), labels), dest / layout.OPTIMAL_SUBMISSION)
+
+
+def predict_run(run_dir: Path, data_root, out_dir: Path, sites=None, tta=None, batch_size=32, num_workers=0,
+                device="auto", overwrite=False, image_size=None, test_csv=None, reduce=None,
+                epoch: Optional[int] = None, dest: Optional[Path] = None, crop=None) -> Path:
     """Write the prediction files of one run (see the module doc) into ``dest``
     (default: out_dir/{channels}/{fold}/{model_name}, the seed's tree)."""
     run_dir = Path(run_dir)
-    check_tta(tta, reduce)
+    config_file = run_dir / layout.CONFIG_FILE
+    if not config_file.is_file():
+        raise DataError(f"not a finished run folder (no {layout.CONFIG_FILE}): {run_dir}")
+    cfg = yaml.safe_load(config_file.read_text())
+    views = tta_settings(cfg, tta, reduce, crop)
     in_tree = dest is None
     if in_tree:
         dest = Path(out_dir) / run_dir.parent.parent.name / run_dir.parent.name / run_dir.name
     outputs = [dest / layout.PRED_TEST, dest / layout.PRED_VALID, dest / layout.VALID_IDS]
-    settings = {"sites": None if sites is None else [int(s) for s in sites], "tta": tta, "reduce": reduce,
-                "epoch": epoch}
+    settings = {"sites": None if sites is None else [int(s) for s in sites], **views, "epoch": epoch}
     if all(p.exists() for p in outputs) and not overwrite:
         meta_path = dest / layout.PRED_META
         made = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        made = {k: made.get(k, settings[k] if k in ("reduce", "epoch") else None) for k in settings}
+        defaults = {"reduce": "mean", "epoch": None, "crop": None}
+        made = {k: made.get(k, defaults.get(k)) for k in settings}
         if made != settings:
             raise DataError(f"{dest} holds predictions made with {made}, not {settings}; pass --overwrite to redo them")
         log.info("skip (exists): %s", dest)
@@ -119,17 +146,21 @@ def predict_run(run_dir: Path, data_root, out_dir: Path, sites=None, tta="none",
     normalizer = make_normalizer(dp, source, [test, valid], state=payload.get("normalization"))
     test_ds = make_eval_dataset(dp, source, test, labels, normalizer, f"{source.describe()} test split")
     valid_ds = make_eval_dataset(dp, source, valid, labels, normalizer, f"{source.describe()} valid split")
-    args = dict(batch_size=batch_size, num_workers=num_workers, device=device, views=tta_views(tta), reduce=reduce)
+    args = dict(batch_size=batch_size, num_workers=num_workers, device=device,
+                views=tta_views(views["tta"], views["crop"]), reduce=views["reduce"])
     name = f"{run_dir.parent.parent.name}/{run_dir.parent.name}"
     test_logits = predict_logits(model, test_ds, desc=f"{name} test", **args)
     valid_logits = predict_logits(model, valid_ds, desc=f"{name} valid", **args)
     # the npy files last: their presence marks the folder finished
     labels.save(dest / layout.LABELS_FILE)
     write_csv(test_ds.table[["id"]], dest / layout.TEST_IDS)
-    write_csv(prediction_table(test_logits, test_ds.table, labels.classes), dest / layout.PRED_TEST_CSV)
-    write_csv(pd.DataFrame({"id": valid_ds.table["id"]}), dest / layout.VALID_IDS)
+    write_csv(prediction_table(test_logits, test_ds.table, labels, test_ds.targets), dest / layout.PRED_TEST_CSV)
+    if labels.kind == "multilabel":
+        write_multilabel_submissions(source, test_ds.table, labels.probabilities(test_logits), labels, run_dir, dest)
+    # with the raw labels, so that an ensemble can score its out-of-fold predictions
+    write_csv(valid_ds.table[["id", "label"]], dest / layout.VALID_IDS)
     meta = {"run": str(run_dir), **settings, "n_test": len(test_ds), "n_valid": len(valid_ds),
-            "source": dp["source"]}
+            "source": dp["source"], "target": labels.kind}
     write_text(json.dumps(meta, indent=2), dest / layout.PRED_META)
     write_npy(valid_logits, dest / layout.PRED_VALID)
     write_npy(test_logits, dest / layout.PRED_TEST)
@@ -137,13 +168,13 @@ def predict_run(run_dir: Path, data_root, out_dir: Path, sites=None, tta="none",
     return dest
 
 
-def predict_all(data_root, model_root, model_name, out_dir, sites=None, tta: str = "none",
+def predict_all(data_root, model_root, model_name, out_dir, sites=None, tta: Optional[str] = None,
                 batch_size: int = 32, num_workers: int = 0, device: str = "auto",
                 overwrite: bool = False, image_size: Optional[int] = None, test_csv: Optional[str] = None,
-                reduce: str = "mean"):
+                reduce: Optional[str] = None, crop: Optional[float] = None):
     """Predict with every finished run under model_root (see src/inference.py for the arguments)."""
     sites = None if sites is None else [int(s) for s in ([sites] if isinstance(sites, int) else sites)]
     runs = find_runs(model_root, model_name)
     log.info("%d finished runs under %s", len(runs), model_root)
     return [str(predict_run(r, data_root, Path(out_dir), sites, tta, batch_size, num_workers, device,
-                            overwrite, image_size, test_csv, reduce)) for r in runs]
+                            overwrite, image_size, test_csv, reduce, crop=crop)) for r in runs]

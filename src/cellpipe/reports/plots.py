@@ -138,15 +138,18 @@ def top_classes(truth: Sequence[str], most: int) -> List[str]:
     return natural_sort(ranked[:most])
 
 
-def confusion_matrix_png(predictions_csv, out_png, normalize: bool = True, max_classes: int = 60) -> Optional[Path]:
+def confusion_matrix_png(predictions_csv, out_png, normalize: bool = True, max_classes: int = 60,
+                         pred_column: str = "pred", truth_column: str = "truth") -> Optional[Path]:
     """Confusion matrix (rows truth, columns predicted) of a per-sample predictions CSV (id, pred, truth).
 
     Rows with an empty truth are ignored; with none labelled nothing is written and None
     returned. With more than ``max_classes`` classes only the most frequent true ones are
     shown, plus an ``(other)`` column for predictions outside them, so rows still sum to
     their full support. ``normalize`` divides each row by its support (the diagonal is recall).
+    ``pred_column`` / ``truth_column`` pick another pair (a hierarchy level: pred_genus, truth_genus).
     """
-    df = _read_text_table(predictions_csv, PREDICTION_COLUMNS, ("pred", "truth"))
+    df = _read_text_table(predictions_csv, ("id", pred_column, truth_column), (pred_column, truth_column))
+    df = df[["id", pred_column, truth_column]].set_axis(["id", "pred", "truth"], axis=1)
     df = df[df["truth"].notna()]
     if df.empty:
         return None
@@ -355,3 +358,26 @@ def accuracy_bars_png(table: pd.DataFrame, out_png, title: str) -> Path:
     ax.legend(loc="lower right")
     fig.tight_layout()
     return _save(fig, out_png)
+
+
+# ---------------------------------------------------------------- a run's figures
+
+
+def run_figures(run_dir) -> List[Path]:
+    """The figures of a finished run folder, by its target kind: the confusion matrix (single),
+    one per level (hierarchy: confusion_matrix.png, confusion_matrix_<level>.png) or the
+    per-class F1 bars (multi-label: per_class_f1.png)."""
+    import json
+
+    run_dir = Path(run_dir)
+    labels_file = run_dir / "checkpoints" / "labels.json"
+    labels = json.loads(labels_file.read_text()) if labels_file.is_file() else {}
+    kind = labels.get("kind", "single")
+    preds, out = run_dir / "valid_predictions.csv", []
+    if kind == "multilabel":
+        return [per_class_f1_png(run_dir / "per_class.csv", run_dir / "per_class_f1.png")]
+    out.append(confusion_matrix_png(preds, run_dir / "confusion_matrix.png"))
+    for level in labels.get("levels", [])[1:]:
+        out.append(confusion_matrix_png(preds, run_dir / f"confusion_matrix_{level}.png",
+                                        pred_column=f"pred_{level}", truth_column=f"truth_{level}"))
+    return [p for p in out if p is not None]

@@ -1,4 +1,4 @@
-"""Input adapters by name (``data_params/source``): rxrx1, rxrx1_2020, manifest, folder, phenix.
+"""Input adapters by name (``data_params/source``): rxrx1, rxrx1_2020, manifest, folder, phenix, hpa.
 
 Each module registers one Source subclass; ``make_source(data_params)`` builds the
 configured one. A new layout is one module here plus a YAML overlay.
@@ -21,9 +21,15 @@ def make_source(data_params: dict):
 
 def _load_adapters() -> None:
     # importing registers them; kept lazy so `import cellpipe.sources` stays light
-    from cellpipe.sources import folder, manifest, phenix, rxrx1, rxrx1_2020  # noqa: F401
+    from cellpipe.sources import folder, hpa, manifest, phenix, rxrx1, rxrx1_2020  # noqa: F401
 
 
 def source_names():
     _load_adapters()
     return SOURCES.names()
+
+
+def source_class(name: str):
+    """The adapter class registered as ``name`` (for what needs no data, e.g. its submission format)."""
+    _load_adapters()
+    return SOURCES.get(name)

@@ -120,6 +120,13 @@ class Source:
             img = np.concatenate(planes, axis=-1)
         return to_8bit_units(img, self.rescale, files[0], channels)
 
+    @staticmethod
+    def submission(table: pd.DataFrame, hits: np.ndarray, labels) -> pd.DataFrame:
+        """A multi-label submission: per row of ``table`` the class names of its ``hits`` (0/1 row)."""
+        names = np.asarray(labels.classes, dtype=object)
+        sep = labels.sep if labels.sep.strip() else " "
+        return pd.DataFrame({"id": table["id"].to_numpy(), "pred": [sep.join(names[np.asarray(r, bool)]) for r in hits]})
+
     def stats_table(self) -> Optional[pd.DataFrame]:
         """Precomputed per (id, site, channel) mean/std, if the input ships them (RxRx1's pixel_stats)."""
         return None

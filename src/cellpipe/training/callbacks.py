@@ -1,20 +1,25 @@
-"""Catalyst callbacks of our runs: whole-loader metrics and the gradual unfreeze schedule."""
+"""Catalyst callbacks of our runs: whole-loader metrics, history.csv and the gradual unfreeze schedule."""
 import logging
 import math
+from pathlib import Path
 
+import pandas as pd
 import torch
 from catalyst import dl
 
-from cellpipe.training.metrics import classification_metrics
+from cellpipe.core.fsutil import write_csv
+
+from cellpipe.training.metrics import classification_metrics, epoch_metrics
 
 log = logging.getLogger(__name__)
 
 
 class EpochMetricsCallback(dl.Callback):
-    """top-1, top-3 and MAP@3 over a whole loader (not averaged per batch)."""
+    """The target kind's metrics (metrics.epoch_metrics) over a whole loader, not averaged per batch."""
 
-    def __init__(self):
+    def __init__(self, labels=None):
         super().__init__(order=dl.CallbackOrder.Metric)
+        self.labels = labels
 
     def on_loader_start(self, runner):
         self.logits, self.targets = [], []
@@ -24,7 +29,11 @@ class EpochMetricsCallback(dl.Callback):
         self.targets.append(runner.batch["targets"].detach().cpu())
 
     def on_loader_end(self, runner):
-        metrics = classification_metrics(torch.cat(self.logits), torch.cat(self.targets))
+        logits, targets = torch.cat(self.logits), torch.cat(self.targets)
+        if self.labels is None or self.labels.kind == "single":
+            metrics = classification_metrics(logits, targets)
+        else:
+            metrics = epoch_metrics(self.labels, logits.numpy(), targets.numpy())
         runner.loader_metrics.update(metrics)
 
 
@@ -57,3 +66,28 @@ class GradualUnfreezeCallback(dl.Callback):
             for p in block.parameters():
                 p.requires_grad = trainable
         log.info("epoch %d: %d of %d encoder blocks trainable", runner.epoch_step, k, len(blocks))
+
+
+class HistoryCallback(dl.Callback):
+    """One row per epoch (stage, epoch, lr, train_* and valid_* metrics) in the run folder's
+    history.csv, rewritten atomically after every epoch; a rerun of a stage replaces its rows."""
+
+    def __init__(self, path, stage: str):
+        super().__init__(order=dl.CallbackOrder.External)
+        self.path, self.stage = Path(path), stage
+
+    def on_experiment_start(self, runner):
+        old = pd.read_csv(self.path) if self.path.is_file() else pd.DataFrame(columns=["stage"])
+        self.rows = old[old["stage"] != self.stage].to_dict("records")
+
+    def on_epoch_end(self, runner):
+        row = {"stage": self.stage, "epoch": runner.epoch_step}
+        if runner.optimizer is not None:
+            row["lr"] = runner.optimizer.param_groups[0]["lr"]
+        for loader, metrics in runner.epoch_metrics.items():
+            if loader.startswith("_"):
+                continue
+            row.update({f"{loader}_{k}": float(v) for k, v in metrics.items()
+                        if isinstance(v, (int, float)) and not k.startswith("_")})
+        self.rows.append(row)
+        write_csv(pd.DataFrame(self.rows), self.path)

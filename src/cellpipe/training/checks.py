@@ -11,26 +11,36 @@ from cellpipe.data.build import resolve
 from cellpipe.data.normalize import modes
 from cellpipe.models import MODELS
 from cellpipe.sources import make_source
-from cellpipe.training.losses import CRITERIA
-from cellpipe.training.metrics import METRIC_NAMES
+from cellpipe.data.labels import KINDS
+from cellpipe.training.losses import check_criterion
+from cellpipe.training.metrics import KIND_METRICS, metric_known
 from cellpipe.training.optim import OPTIMIZERS, SCHEDULERS
 
 
 def check_names(cfg: dict):
     """Raise UnknownName / ConfigError naming the key; returns the (unread) source."""
     MODELS.check(cfg["model_params"]["model"], "model_params/model")
-    CRITERIA.check(cfg["criterion_params"]["criterion"], "criterion_params/criterion")
-    CRITERIA.check(cfg["valid_criterion_params"]["criterion"], "valid_criterion_params/criterion")
+    dp = cfg["data_params"]
+    kind = dp.get("target") or "single"
+    if kind not in KINDS:
+        raise ConfigError(f"config key 'data_params/target': unknown kind '{kind}'; known: {', '.join(KINDS)}")
+    check_criterion(cfg["criterion_params"], kind, "criterion_params")
+    check_criterion(cfg["valid_criterion_params"], kind, "valid_criterion_params")
+    if kind != "single" and dp.get("balance") not in (None, "none"):
+        raise ConfigError(f"config key 'data_params/balance'={dp['balance']} balances single labels; "
+                          f"with data_params/target={kind} use a loss for imbalance (e.g. FocalLoss)")
+    if kind == "hierarchy" and not (dp.get("hierarchy") or {}).get("file"):
+        raise ConfigError("config key 'data_params/hierarchy/file' is required with data_params/target=hierarchy")
     for name in cfg["stages"]:
         st = cfglib.stage_settings(cfg, name)
         OPTIMIZERS.check(st["optimizer_params"]["optimizer"], f"stages/{name}/optimizer_params/optimizer")
         if st.get("scheduler_params"):
             SCHEDULERS.check(st["scheduler_params"].get("scheduler"), f"stages/{name}/scheduler_params/scheduler")
     metric = cfg["state_params"]["main_metric"]
-    if metric not in METRIC_NAMES:
-        raise ConfigError(f"config key 'state_params/main_metric': unknown metric '{metric}'; "
-                          f"known: {', '.join(METRIC_NAMES)}")
-    dp = cfg["data_params"]
+    if not metric_known(kind, metric):
+        extra = ", accuracy_<level>" if kind == "hierarchy" else ""
+        raise ConfigError(f"config key 'state_params/main_metric': unknown metric '{metric}' for "
+                          f"data_params/target={kind}; known: {', '.join(KIND_METRICS[kind])}{extra}")
     try:
         check_rescale(dp.get("rescale"))
     except DataError as e:

@@ -6,6 +6,8 @@ TensorBoard) and checkpoints under LOGDIR/<stage>/ and marks itself done, so a
 restarted run skips finished stages; the whole run ends with
 LOGDIR/checkpoints/best.pth (+ labels.json beside it), the validation
 predictions and per-class scores, and LOGDIR/DONE.json; a finished run is skipped.
+Every epoch adds a row to LOGDIR/history.csv; with state_params/sample_logs every
+stage ends with per-sample logs of both splits under LOGDIR/training_logs/.
 """
 import json
 import logging
@@ -20,13 +22,13 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from cellpipe.core import config as cfglib
 from cellpipe.core import layout
-from cellpipe.core.fsutil import atomic_path, write_text
+from cellpipe.core.fsutil import atomic_path, write_csv, write_text
 from cellpipe.data.build import Prepared, prepare_training
-from cellpipe.data.dataset import class_weights, sample_weights
+from cellpipe.data.dataset import SampleDataset, class_weights, sample_weights
 from cellpipe.data.transforms import worker_init_fn
 from cellpipe.models import create_model, load_checkpoint
-from cellpipe.training.callbacks import EpochMetricsCallback, GradualUnfreezeCallback
-from cellpipe.training.evaluate import predict_logits, write_validation_report
+from cellpipe.training.callbacks import EpochMetricsCallback, GradualUnfreezeCallback, HistoryCallback
+from cellpipe.training.evaluate import predict_logits, prediction_table, write_validation_report
 from cellpipe.training.losses import create_criterion
 from cellpipe.training.optim import create_optimizer, create_scheduler
 
@@ -59,7 +61,7 @@ def make_loaders(cfg, prepared: Prepared) -> "OrderedDict[str, DataLoader]":
                   pin_memory=torch.cuda.is_available(), persistent_workers=dp["num_workers"] > 0)
     train_kwargs = dict(shuffle=True)
     if dp.get("balance") == "sampler":
-        targets = prepared.train.table["target"].to_numpy()
+        targets = prepared.train.targets
         weights = sample_weights(targets, len(prepared.labels))
         generator = torch.Generator().manual_seed(cfg["seed"])
         train_kwargs = dict(sampler=WeightedRandomSampler(weights, len(weights), generator=generator))
@@ -101,15 +103,29 @@ def save_final(model, cfg, path: Path, metric: dict, prepared: Prepared) -> None
 
 
 def make_criteria(cfg, prepared: Prepared) -> dict:
-    weight = None
+    weight, labels = None, prepared.labels
     if cfg["data_params"].get("balance") == "loss":
-        targets = prepared.train.table["target"].to_numpy()
-        weight = torch.tensor(class_weights(targets, len(prepared.labels)), dtype=torch.float32)
-    return {"train": create_criterion(**cfg["criterion_params"], weight=weight),
-            "valid": create_criterion(**cfg["valid_criterion_params"])}
+        weight = torch.tensor(class_weights(prepared.train.targets, len(labels)), dtype=torch.float32)
+    return {"train": create_criterion(**cfg["criterion_params"], weight=weight, labels=labels),
+            "valid": create_criterion(**cfg["valid_criterion_params"], labels=labels)}
 
 
-def run_stage(cfg, name, model, loaders, logdir: Path, engine, criteria) -> dict:
+def write_sample_logs(model, prepared: Prepared, cfg, run_dir: Path, stage: str) -> None:
+    """Seed 004's training logs: per sample of both splits (id, prediction, truth, loss) at a stage's end,
+    the training split without augmentation over its training sites."""
+    dp = cfg["data_params"]
+    tr = prepared.train
+    plain_train = SampleDataset(tr.table, tr.source, tr.channels, tr.sites, tr.image_size, tr.normalizer,
+                                None, train=False, targets=tr.targets)
+    for split, ds in (("train", plain_train), ("valid", prepared.valid)):
+        logits = predict_logits(model, ds, dp["valid_batch_size"] or dp["batch_size"], desc=f"{stage} {split} log")
+        table = prediction_table(logits, ds.table, prepared.labels, ds.targets)
+        keep = [c for c in table.columns if not c.startswith("prob_")]
+        write_csv(table[keep], run_dir / layout.SAMPLE_LOGS.format(stage=stage, split=split))
+    model.train()
+
+
+def run_stage(cfg, name, model, loaders, logdir: Path, engine, criteria, labels=None) -> dict:
     st = cfglib.stage_settings(cfg, name)
     sp = cfg["state_params"]
     model.freeze_backbone(bool(st.get("freeze_backbone")))
@@ -127,7 +143,8 @@ def run_stage(cfg, name, model, loaders, logdir: Path, engine, criteria) -> dict
             ignore_loaders="train"),
         dl.BackwardCallback(metric_key="loss"),
         dl.OptimizerCallback(metric_key="loss", accumulation_steps=st["accumulation_steps"]),
-        EpochMetricsCallback(),
+        EpochMetricsCallback(labels),
+        HistoryCallback(logdir.parent / layout.HISTORY, name),
         dl.CheckpointCallback(logdir=str(logdir / "checkpoints"), loader_key="valid", metric_key=sp["main_metric"],
                               minimize=sp["minimize_metric"], load_best_on_end=True,
                               topk=st["num_epochs"] if sp.get("keep_epoch_checkpoints") else 1),
@@ -184,7 +201,9 @@ def train(cfg, logdir, force: bool = False) -> dict:
                 # start where the previous stage ended: its best epoch, or its last one
                 start = previous / (STAGE_BEST if stage.get("load_best") else STAGE_LAST)
                 model.load_state_dict(load_checkpoint(start))
-            result = run_stage(cfg, name, model, loaders, stage_dir, engine, criteria)
+            result = run_stage(cfg, name, model, loaders, stage_dir, engine, criteria, prepared.labels)
+            if cfg["state_params"].get("sample_logs"):
+                write_sample_logs(model, prepared, cfg, logdir, name)
             write_text(json.dumps(result, indent=2), marker)
         log.info("stage %s best epoch %s: %s", name, result["best_epoch"], result["valid"])
         previous = stage_dir
@@ -193,9 +212,11 @@ def train(cfg, logdir, force: bool = False) -> dict:
     model.freeze_backbone(False)
     save_final(model, cfg, logdir / layout.FINAL_CHECKPOINT, result["valid"], prepared)
     logits = predict_logits(model, prepared.valid, cfg["data_params"]["batch_size"])
-    report = write_validation_report(logits, prepared.valid.table, prepared.labels, logdir)
+    report = write_validation_report(logits, prepared.valid.table, prepared.labels, logdir, prepared.valid.targets,
+                                     cfg["state_params"].get("threshold_grid") or (0.02, 0.98, 0.01))
     summary = {"logdir": str(logdir), "valid": result["valid"], "minutes": round((time.time() - started) / 60, 2),
                "channels": cfg["data_params"]["channels"], "num_classes": cfg["model_params"]["num_classes"],
+               "target": prepared.labels.kind,
                "source": cfg["data_params"]["source"], "best_epoch": result["best_epoch"],
                "last_stage": previous.name, **report}
     write_text(json.dumps(summary, indent=2), done)

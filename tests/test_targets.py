@@ -1,0 +1,197 @@
+"""Target kinds (multi-label, hierarchy): label maps, losses, metrics, thresholds, TTA crops, folds, dedup."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cellpipe.core.config import merge
+from cellpipe.core.errors import ConfigError, DataError
+from cellpipe.data.dedup import drop_copies, duplicate_groups, duplicate_pairs, phash
+from cellpipe.data.folds import make_folds, merge_groups, multi_hot
+from cellpipe.data.labels import (HierarchyMap, LabelMap, MultiLabelMap, build_label_map, label_map_from_dict,
+                                  read_hierarchy)
+from cellpipe.inference.tta import tta_views
+from cellpipe.training.evaluate import fit_thresholds, prediction_table
+from cellpipe.training.losses import check_criterion, create_criterion
+from cellpipe.training.metrics import epoch_metrics
+
+FAMILY = '''"speciesName";"nederNaam";"group";"family";"genus"
+"Noctua pronuba";"huismoeder";"macro";"Noctuidae";"Noctua"
+"Noctua comes";"volgeling";"macro";"Noctuidae";"Noctua"
+"Idaea aversata";"grijze";"micro";"Geometridae";"Idaea"
+'''
+
+
+def table(labels, ids=None):
+    return pd.DataFrame({"id": ids or [f"s{i}" for i in range(len(labels))], "label": labels})
+
+
+# ---------------------------------------------------------------- multi-label
+
+def test_multilabel_map_encodes_ids_and_names_and_round_trips():
+    labels = build_label_map(table(["0 2", "1", None]), {"target": "multilabel"}, fixed=["a", "b", "c"])
+    t = labels.encode(table(["0 2", "b", None]), "t")
+    assert t[:2].tolist() == [[1, 0, 1], [0, 1, 0]] and (t[2] == -1).all()
+    again = LabelMap.load(labels.save_path) if hasattr(labels, "save_path") else label_map_from_dict(
+        json.loads(json.dumps(labels.to_dict())))
+    assert isinstance(again, MultiLabelMap) and again.classes == ["a", "b", "c"]
+    # without a fixed list the classes are the training split's tokens, naturally sorted
+    assert build_label_map(table(["x10 x2", "x1"]), {"target": "multilabel"}).classes == ["x1", "x2", "x10"]
+
+
+@pytest.mark.parametrize("cell,match", [("0 7", "label '7' of sample s0 is outside the class list"),
+                                        ("  ", "sample s0 has an empty label")])
+def test_multilabel_bad_labels_are_one_line(cell, match):
+    labels = MultiLabelMap(["a", "b", "c"])
+    with pytest.raises(DataError, match=match):
+        labels.encode(table([cell]), "train.csv")
+
+
+def test_multilabel_decode_keeps_one_class_and_uses_thresholds():
+    labels = MultiLabelMap(["a", "b", "c"])
+    probs = np.array([[0.1, 0.2, 0.3], [0.9, 0.6, 0.1]])
+    assert labels.decode(probs)["pred"].tolist() == ["c", "a b"]
+    assert labels.decode(probs, thresholds=[0.95, 0.5, 0.05])["pred"].tolist() == ["c", "b c"]
+
+
+def test_fit_thresholds_maximise_each_class_f1():
+    rng = np.random.default_rng(0)
+    y = (rng.random((400, 2)) < [0.5, 0.1]).astype(int)
+    # class 1's scores are low even for positives: a low threshold recovers them
+    probs = np.where(y == 1, rng.uniform([0.5, 0.15], [1.0, 0.3], (400, 2)), rng.uniform([0.0, 0.0], [0.5, 0.1], (400, 2)))
+    th = fit_thresholds(probs, y, (0.02, 0.98, 0.01))
+    assert 0.1 <= th[1] <= 0.15 and 0.4 <= th[0] <= 0.5
+    assert fit_thresholds(probs, np.zeros_like(y))[0] == 0.5  # nothing to fit: 0.5
+
+
+def test_multilabel_losses_and_weighted_sum():
+    logits = torch.tensor([[4.0, -4.0], [-4.0, 4.0]])
+    good, bad = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    for name, kw in (("FocalLoss", {"gamma": 2.0}), ("SoftF1Loss", {}), ("BCEWithLogitsLoss", {})):
+        loss = create_criterion(name, **kw)
+        assert loss(logits, good) < loss(logits, bad)
+    focal, plain = create_criterion("FocalLoss", gamma=2.0), create_criterion("FocalLoss", gamma=0.0)
+    assert focal(logits, good) < plain(logits, good)  # easy examples are down-weighted
+    assert torch.isclose(plain(logits, good), create_criterion("BCEWithLogitsLoss")(logits, good))
+    combo = create_criterion("WeightedSum", losses=[{"criterion": "FocalLoss", "gamma": 2.0, "coef": 2.0},
+                                                    {"criterion": "SoftF1Loss", "coef": 1.0}])
+    assert torch.isclose(combo(logits, bad), 2 * focal(logits, bad) + create_criterion("SoftF1Loss")(logits, bad))
+    with pytest.raises(ConfigError, match="does not fit data_params/target=single"):
+        check_criterion({"criterion": "FocalLoss"}, "single", "criterion_params")
+    with pytest.raises(ConfigError, match="unexpected keyword argument 'gama'"):
+        create_criterion("FocalLoss", gama=2)
+
+
+def test_other_criterion_replaces_its_settings_whole():
+    base = {"criterion_params": {"criterion": "LabelSmoothingCrossEntropy", "smoothing": 0.1}}
+    out = merge(base, {"criterion_params": {"criterion": "FocalLoss", "gamma": 2.0}})
+    assert out["criterion_params"] == {"criterion": "FocalLoss", "gamma": 2.0}
+    with pytest.raises(ConfigError, match="unknown config key 'criterion_params/gamma'"):
+        merge(base, {"criterion_params": {"gamma": 2.0}})
+
+
+def test_multilabel_metrics():
+    labels = MultiLabelMap(["a", "b", "c"])
+    y = np.array([[1, 0, 0], [0, 1, 1], [1, 0, 1]])
+    perfect = np.where(y == 1, 5.0, -5.0)
+    m = epoch_metrics(labels, perfect, y)
+    assert m["macro_f1"] == 1.0 and m["micro_f1"] == 1.0 and m["bce"] < 0.01
+    assert epoch_metrics(labels, -perfect, y)["macro_f1"] < 0.5
+
+
+# ---------------------------------------------------------------- hierarchy
+
+@pytest.fixture
+def family(tmp_path):
+    path = tmp_path / "family.csv"
+    path.write_text(FAMILY)
+    return path
+
+
+def test_hierarchy_map_other_at_every_level_and_consistent_decoding(family):
+    train = table(["Noctua pronuba"] * 3 + ["Noctua comes"] * 3 + ["Idaea aversata"] * 3 + ["Rare one"]
+                  + ["Unlisted sp"] * 3)
+    dp = {"target": "hierarchy", "min_samples": 2, "hierarchy": {"file": str(family)}}
+    labels = build_label_map(train, dp)
+    assert labels.levels == ["species", "genus", "group", "family"]
+    assert labels.classes == ["Idaea aversata", "Noctua comes", "Noctua pronuba", "Other"]
+    assert labels.level_classes[1] == ["Idaea", "Noctua", "Other"]
+    t = labels.encode(table(["Rare one", "Unlisted sp", "Noctua comes"]), "v")
+    other = [labels.level_index[k]["Other"] for k in range(4)]
+    assert t[0].tolist() == other and t[1].tolist() == other
+    assert t[2].tolist() == [1, 1, 1, 1]  # Noctua comes, Noctua, macro (after Other), Noctuidae
+    again = label_map_from_dict(json.loads(json.dumps(labels.to_dict())))
+    assert isinstance(again, HierarchyMap) and again.encode(table(["Rare one"]), "v").tolist() == [other]
+    # heads that disagree (species says Idaea aversata, genus head says Noctua): the joint decoding
+    # stays on one path of the hierarchy and the row is flagged inconsistent
+    logits = np.zeros((1, labels.n_outputs))
+    parts = labels.split(logits)
+    parts[0][0, 0] = 5.0
+    parts[1][0, 1] = 0.5
+    decoded = labels.decode(labels.probabilities(logits))
+    assert decoded["pred"][0] == "Idaea aversata" and decoded["pred_genus"][0] == "Idaea"
+    assert not decoded["consistent"][0]
+    loss = create_criterion("HierarchyCrossEntropy", loss_weights=[1, 0, 0, 0], labels=labels)
+    assert float(loss(torch.tensor(logits, dtype=torch.float32), torch.tensor(t[2:3]))) > 0
+    with pytest.raises(ConfigError, match="has 2 values but the hierarchy has 4 levels"):
+        create_criterion("HierarchyCrossEntropy", loss_weights=[1, 1], labels=labels)
+    m = epoch_metrics(labels, logits, t[2:3])
+    assert m["accuracy_species"] == 0.0 and m["consistency"] == 0.0
+    preds = prediction_table(logits, table(["Noctua comes"]), labels, t[2:3])
+    assert preds.loc[0, "truth_genus"] == "Noctua" and preds.loc[0, "pred_family"] == "Geometridae"
+
+
+def test_hierarchy_file_errors(tmp_path, family):
+    lacking = tmp_path / "lacking.csv"
+    lacking.write_text(FAMILY.replace('"genus"', '"genera"'))
+    with pytest.raises(DataError, match="lacks column 'genus'"):
+        read_hierarchy(lacking, "speciesName", {"genus": "genus", "family": "family"})
+    two = tmp_path / "two.csv"
+    two.write_text(FAMILY + '"Noctua comes";"x";"macro";"Noctuidae";"Agrotis"\n')
+    with pytest.raises(DataError, match="'Noctua comes' is in two genus values"):
+        read_hierarchy(two, "speciesName", {"genus": "genus", "family": "family"})
+    with pytest.raises(ConfigError, match="hierarchy/file' is required"):
+        build_label_map(table(["a"]), {"target": "hierarchy"})
+
+
+# ---------------------------------------------------------------- TTA, folds, dedup
+
+def test_five_crop_views():
+    x = torch.arange(64.0).view(1, 1, 8, 8)
+    views = tta_views("five_crop", crop=0.5)
+    crops = [v(x) for v in views]
+    assert len(crops) == 5 and all(c.shape[-2:] == (4, 4) for c in crops)
+    assert crops[0][0, 0, 0, 0] == 0 and crops[3][0, 0, -1, -1] == 63 and crops[4][0, 0, 0, 0] == 18
+    assert len(tta_views("five_crop_flip", crop=6)) == 10 and tta_views("five_crop", crop=6)[0](x).shape[-1] == 6
+    with pytest.raises(DataError, match="gives 16 px for 8 px"):
+        tta_views("five_crop", crop=16)[0](x)
+
+
+def test_multilabel_folds_keep_rare_classes_and_groups():
+    rng = np.random.default_rng(0)
+    labels = [" ".join(str(k) for k in np.flatnonzero(rng.random(5) < [0.5, 0.3, 0.2, 0.1, 0.06])) or "0"
+              for _ in range(300)]
+    df = pd.DataFrame({"id": [f"s{i}" for i in range(300)], "label": labels, "group": [f"g{i // 2}" for i in range(300)]})
+    folds = make_folds(df, 3, 0, grouped=True, target="multilabel")
+    y = multi_hot(df["label"])
+    share = y.mean(axis=0)
+    for tr, va in folds:
+        assert not set(tr["group"]) & set(va["group"])
+        fold_share = multi_hot(pd.concat([va["label"], df["label"]]))[:len(va)].mean(axis=0)
+        assert np.all(np.abs(fold_share - share) < 0.06)  # every class near its overall rate
+
+
+def test_phash_finds_near_duplicates_and_groups_them():
+    rng = np.random.default_rng(0)
+    imgs = [rng.uniform(0, 255, (32, 32, 3)) for _ in range(4)]
+    imgs.append(np.clip(imgs[1] + rng.normal(0, 2, imgs[1].shape), 0, 255))  # a re-scan of image 1
+    hashes = np.array([phash(i) for i in imgs], dtype=np.uint64)
+    assert (1, 4) in [(i, j) for i, j, _ in duplicate_pairs(hashes, 6)]
+    dups = duplicate_groups([f"s{i}" for i in range(5)], hashes, 6)
+    assert dups.loc[4, "dup_group"] == "s1" and dups["group_size"].tolist() == [1, 2, 1, 1, 2]
+    tab = pd.DataFrame({"id": [f"s{i}" for i in range(5)], "group": list("abcde")})
+    assert drop_copies(tab, dups)["id"].tolist() == ["s0", "s1", "s2", "s3"]
+    merged = merge_groups(tab, dups)
+    assert merged[1] == merged[4] and merged[0] != merged[1]

@@ -13,7 +13,7 @@ CONTAINER ?= kaggle-cell
 DATA_DIR ?= /data
 OUT_DIR ?= $(CURDIR)/logs
 
-.PHONY: help install demo demo-manifest demo-folder demo-phenix demo-rxrx1_2020 test test-fast lint bench clean run exec stop docker-build
+.PHONY: help install demo demo-manifest demo-folder demo-phenix demo-rxrx1_2020 demo-hpa demo-moths test test-fast lint bench clean run exec stop docker-build
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,7 +30,7 @@ install: $(VENV)/.installed  ## create .venv and install the pinned requirements
 demo: install  ## run the pipeline on generated demo data (DEMO_DIR=demo_out)
 	PYTHON=$(PY) DEMO_DIR=$(DEMO_DIR) bash bin/demo.sh
 
-demo-manifest demo-folder demo-phenix demo-rxrx1_2020: install  ## one adapter's demo: generate, train, predict (demo_out/<kind>)
+demo-manifest demo-folder demo-phenix demo-rxrx1_2020 demo-hpa demo-moths: install  ## one adapter's demo: generate, train, predict (demo_out/<kind>)
 	PYTHON=$(PY) DEMO_DIR=$(DEMO_DIR) KIND=$(@:demo-%=%) bash bin/demo_classify.sh
 
 test: install  ## lint, then the test suite (unit + end-to-end on tiny data)

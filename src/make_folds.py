@@ -78,30 +78,51 @@ def load_controls(root: Path) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def generic_folds(data_root, out_dir, n_folds, seed, source, source_params, grouped, splits):
+def generic_folds(data_root, out_dir, n_folds, seed, source, source_params, grouped, splits, target="single",
+                  label_sep=" ", duplicates=None, duplicate_mode="group"):
     """Fold files (``id`` lists) of any source's labelled rows of ``splits``, for train.py's
     data_params/train_csv and valid_csv (cross-validation)."""
+    from cellpipe.data.dedup import drop_copies
     from cellpipe.data.folds import make_folds as fold_table
+    from cellpipe.data.folds import merge_groups
     from cellpipe.sources import make_source
 
+    if duplicate_mode not in ("group", "drop"):
+        raise rxrx.DataError(f"--duplicate_mode must be group or drop, got {duplicate_mode!r}")
     src = make_source({"source": source, "root": data_root, "source_params": source_params or {}})
     table = src.catalog()
     splits = [splits] if isinstance(splits, str) else list(splits)
-    table = table[table["split"].isin(splits)]
+    table = table[table["split"].isin(splits)].reset_index(drop=True)
+    rule = ("MultilabelStratifiedKFold (iterative stratification)" if target == "multilabel"
+            else "StratifiedGroupKFold by label" if grouped else "StratifiedKFold by label")
+    if grouped:
+        rule += " over groups"
+    if duplicates is not None:
+        from cellpipe.core.tables import read_table
+
+        dups = read_table(duplicates, ["id", "dup_group"])
+        if duplicate_mode == "drop":
+            before = len(table)
+            table = drop_copies(table, dups.assign(id=dups["id"].astype(str), dup_group=dups["dup_group"].astype(str)))
+            rule += f"; {before - len(table)} near-duplicate copies dropped ({duplicates})"
+        else:
+            table = table.assign(group=merge_groups(table, dups))
+            grouped = True
+            rule += f"; near-duplicates ({duplicates}) kept in one fold"
     record = []
-    for k, (tr, va) in enumerate(fold_table(table, n_folds, seed, grouped)):
+    for k, (tr, va) in enumerate(fold_table(table, n_folds, seed, grouped, target, label_sep)):
         fsutil.write_csv(tr[["id", "label", "group"]], Path(out_dir) / f"train_{k}.csv")
         fsutil.write_csv(va[["id", "label", "group"]], Path(out_dir) / f"valid_{k}.csv")
         record.append({"fold": k, "n_train": len(tr), "n_valid": len(va)})
     meta = {"source": source, "n_folds": n_folds, "seed": seed, "grouped": grouped, "splits": splits,
-            "rule": "StratifiedGroupKFold by label and group" if grouped else "StratifiedKFold by label",
-            "folds": record}
+            "target": target, "rule": rule, "folds": record}
     fsutil.write_text(json.dumps(meta, indent=2) + "\n", Path(out_dir) / "folds.json")
     print(f"wrote {n_folds} folds of {len(table)} {source} samples to {out_dir}")
 
 
 def main(data_root, out_dir="csv", n_folds=5, seed=42, control_valid_per_type=1, source="rxrx1",
-         source_params=None, grouped=True, splits=("train", "valid")):
+         source_params=None, grouped=True, splits=("train", "valid"), target="single", label_sep=" ",
+         duplicates=None, duplicate_mode="group"):
     """Write fold CSVs, the control split and folds.json.
 
     Args:
@@ -117,9 +138,14 @@ def main(data_root, out_dir="csv", n_folds=5, seed=42, control_valid_per_type=1,
         source_params: the adapter's settings, e.g. {manifest: m.csv} (other sources only).
         grouped: keep each sample group in one fold (other sources only; default True).
         splits: which of the source's splits are folded (other sources only; default train and valid).
+        target: single | multilabel (iterative stratification over the label's classes) | hierarchy.
+        label_sep: multilabel: separator of the classes in one label cell (default a space).
+        duplicates: a dedup.py CSV (id, dup_group) of near-duplicate images (other sources only).
+        duplicate_mode: group (a duplicate group stays in one fold) | drop (keep one image per group).
     """
     if source != "rxrx1":
-        return generic_folds(data_root, out_dir, n_folds, seed, source, source_params, grouped, splits)
+        return generic_folds(data_root, out_dir, n_folds, seed, source, source_params, grouped, splits, target,
+                             label_sep, duplicates, duplicate_mode)
     root, out_dir = Path(data_root), Path(out_dir)
     train = rxrx.read_csv(root / "train.csv", required=("id_code",) + rxrx.WELL_COLUMNS + ("sirna",))
     folds = make_folds(train, n_folds, seed)

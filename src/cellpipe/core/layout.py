@@ -54,14 +54,21 @@ def parse_fold(name: str) -> Optional[int]:
         return None
 
 
+ALL_CHANNELS = "[all]"  # the folder of runs on every channel of their source (data_params/channels: auto)
+
+
 def channels_tag(channels) -> str:
-    """Folder name of a channel combination, as in the seed: ``[1,2,3,4,5]``."""
+    """Folder name of a channel combination, as in the seed: ``[1,2,3,4,5]``; None -> ``[all]``."""
+    if channels is None:
+        return ALL_CHANNELS
     return "[" + ",".join(str(c) for c in channels) + "]"
 
 
-def parse_channels_tag(tag: str) -> List[int]:
-    """``[1,2,3,4,5]`` -> [1, 2, 3, 4, 5] (distinct positive integers)."""
+def parse_channels_tag(tag: str) -> Optional[List[int]]:
+    """``[1,2,3,4,5]`` -> [1, 2, 3, 4, 5] (distinct positive integers); ``[all]`` -> None."""
     text = tag.strip()
+    if text == ALL_CHANNELS:
+        return None
     bad = DataError(f"'{tag}' is not a channel folder name like [1,2,3,4,5]")
     if not (text.startswith("[") and text.endswith("]")):
         raise bad

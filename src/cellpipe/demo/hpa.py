@@ -6,8 +6,8 @@ each. The protein stain (green) is the sum of the image's classes' localisation 
 aggresome, diffuse cytosol, ...), each at a random strength, on noise and a per-image gain.
 Class frequencies fall off geometrically (the rarest class in a few percent of images), and
 a share of the training images get a near-duplicate copy (a slightly noisier re-scan under
-another Id) for the dedup step to find. Test labels go to ``test_truth.csv`` (never read by
-the pipeline) so a demo can score its submission.
+another Id) for the dedup step to find. Test labels go to ``test_truth.csv`` (id, label; never
+read by training or prediction) so that the demo's ensemble can report a held-out score.
 """
 from pathlib import Path
 
@@ -103,9 +103,9 @@ def write_hpa(out: Path, seed=0, n_train=360, n_test=120, size=64, n_classes=N_P
     for i, active in enumerate(draw_labels(rng, n_test, n_classes, decay)):
         sid = f"te{i:05d}"
         save("test", sid, render(rng, active, size, noise))
-        test_rows.append({"Id": sid, "Target": " ".join(map(str, active))})
+        test_rows.append({"id": sid, "label": " ".join(map(str, active))})
     fsutil.write_csv(pd.DataFrame(rows), out / "train.csv")
-    fsutil.write_csv(pd.DataFrame({"Id": [r["Id"] for r in test_rows], "Predicted": "0"}),
+    fsutil.write_csv(pd.DataFrame({"Id": [r["id"] for r in test_rows], "Predicted": "0"}),
                      out / "sample_submission.csv")
     fsutil.write_csv(pd.DataFrame(test_rows), out / "test_truth.csv")
     return out

@@ -64,7 +64,7 @@ def load_run(run_dir: Path, device, epoch: Optional[int] = None, check_folder: b
     payload = torch.load(final, map_location="cpu", weights_only=False)
     if check_folder:
         folder_channels = layout.parse_channels_tag(run_dir.parent.parent.name)
-        if list(payload.get("channels", [])) != folder_channels:
+        if folder_channels is not None and list(payload.get("channels", [])) != folder_channels:
             raise DataError(f"checkpoint {final} was trained on channels {payload.get('channels')} "
                             f"but its folder says {folder_channels}")
     model = create_model(**dict(payload["model_params"], pretrained=None, weight=None))

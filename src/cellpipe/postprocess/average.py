@@ -121,9 +121,23 @@ def _table(ids, probs, labels: LabelMap, thresholds=None) -> pd.DataFrame:
                       pd.DataFrame(probs, columns=labels.prob_columns())], axis=1)
 
 
+def test_scores(truth_csv, ids, probs, labels: LabelMap, thresholds) -> dict:
+    """Held-out scores against a truth file (id, label) that training never saw: for generated data
+    and for reporting only; nothing is chosen on them."""
+    truth = read_table(truth_csv, ["id", "label"])
+    truth = truth.assign(id=truth["id"].astype(str)).set_index("id")
+    missing = [i for i in ids if i not in truth.index]
+    if missing:
+        raise DataError(f"{truth_csv} lacks test id {missing[0]!r} ({len(missing)} missing)")
+    table = truth.loc[list(ids)].reset_index()
+    targets = labels.encode(table, str(truth_csv))
+    return {f"test_{k}": v for k, v in score(labels, probs, targets, thresholds).items()}
+
+
 def average(pred_dirs, out_dir, weights=None, model_names=None, channels=None, folds=None,
-            threshold_grid=(0.02, 0.98, 0.01)) -> dict:
-    """Average every run of ``pred_dirs`` (see the module doc); returns the OOF scores."""
+            threshold_grid=(0.02, 0.98, 0.01), truth=None) -> dict:
+    """Average every run of ``pred_dirs`` (see the module doc); returns the OOF (and, with a
+    ``truth`` file of id, label, the held-out test) scores."""
     from cellpipe.sources import source_class
     from cellpipe.training.evaluate import fit_thresholds, save_thresholds
 
@@ -156,6 +170,8 @@ def average(pred_dirs, out_dir, weights=None, model_names=None, channels=None, f
         if thresholds is not None:
             write_csv(source.submission(test, labels.predicted(probs, thresholds), labels),
                       out_dir / layout.OPTIMAL_SUBMISSION)
+    if truth is not None:
+        result.update(test_scores(truth, ids, probs, labels, thresholds))
     write_text(json.dumps(result, indent=2) + "\n", out_dir / OOF_SCORES)
     log.info("ensemble of %d run(s): %s", len(runs), result)
     return result

@@ -219,3 +219,13 @@ def test_hpa_bad_target_is_one_line(tmp_path, edit, match):
     message = str(e.value.code)  # SystemExit's message: what the interpreter prints on exit
     assert len(message.splitlines()) == 1 and match in message and "train.csv" in message, message
     assert csv.read_text() == changed != before and not (tmp_path / "run" / "DONE.json").exists()
+
+
+def test_level_metric_must_name_a_level(family):
+    from cellpipe.training.runner import check_level_metric
+
+    labels = build_label_map(table(["Noctua comes", "Idaea aversata"]),
+                             {"target": "hierarchy", "hierarchy": {"file": str(family)}})
+    check_level_metric("accuracy_genus", labels)
+    with pytest.raises(ConfigError, match="accuracy_gens names no level"):
+        check_level_metric("accuracy_gens", labels)

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from cellpipe.core import config as cfglib
 from cellpipe.core import layout
+from cellpipe.core.errors import ConfigError
 from cellpipe.core.fsutil import atomic_path, write_csv, write_text
 from cellpipe.data.build import Prepared, prepare_training
 from cellpipe.data.dataset import SampleDataset, class_weights, sample_weights
@@ -173,6 +174,14 @@ def run_stage(cfg, name, model, loaders, logdir: Path, engine, criteria, labels=
             "valid": {k: float(v) for k, v in history[best_epoch].items()}}
 
 
+def check_level_metric(metric: str, labels) -> None:
+    """accuracy_<level> names a level of the hierarchy (known only once the labels are read)."""
+    if labels.kind == "hierarchy" and metric.startswith("accuracy_"):
+        if metric[len("accuracy_"):] not in labels.levels:
+            raise ConfigError(f"config key 'state_params/main_metric': {metric} names no level of the hierarchy "
+                              f"{labels.levels}")
+
+
 def train(cfg, logdir, force: bool = False) -> dict:
     logdir = Path(logdir)
     done = logdir / layout.DONE_FILE
@@ -183,6 +192,7 @@ def train(cfg, logdir, force: bool = False) -> dict:
     set_global_seed(cfg["seed"])
     started = time.time()
     prepared = prepare_training(cfg)  # resolves the config's auto values
+    check_level_metric(cfg["state_params"]["main_metric"], prepared.labels)
     write_text(cfglib.dump(cfg), logdir / layout.CONFIG_FILE)
     log.info("config:\n%s", cfglib.dump(cfg))
     loaders = make_loaders(cfg, prepared)

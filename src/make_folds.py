@@ -6,118 +6,9 @@ fold validates on a mix of them. The control split (Part I) holds out whole
 experiments per cell type for the same reason. The seed and the rule are
 written to folds.json beside the CSVs, so the folds are reproducible data.
 """
-import json
-import logging
-from pathlib import Path
-
-import numpy as np
-import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
-
 from cellpipe.core import cli
-from cellpipe.core import fsutil
-from cellpipe.sources import rxrx1 as rxrx
-
-log = logging.getLogger(__name__)
-
-FOLD_RULE = ("StratifiedGroupKFold over train.csv wells: groups = experiment (every experiment in exactly "
-             "one validation fold), stratified by cell type, shuffled with the seed")
-CONTROL_RULE = ("control wells of train_controls.csv and test_controls.csv; per cell type, "
-                "{per_type} whole experiment(s) drawn with the seed are validation, the rest training")
-CONTROL_COLUMNS = ["id_code", "experiment", "plate", "well", "sirna", "well_type", "dataset", "cell_type"]
-
-
-def with_cell_type(df: pd.DataFrame) -> pd.DataFrame:
-    out = df.copy()
-    out["cell_type"] = out.experiment.map(rxrx.cell_type)
-    return out
-
-
-def make_folds(train_df: pd.DataFrame, n_folds: int, seed: int):
-    """Split train wells into ``n_folds`` (train, valid) pairs grouped by experiment."""
-    df = with_cell_type(train_df).reset_index(drop=True)
-    n_exp = df.experiment.nunique()
-    if n_folds < 2:
-        raise rxrx.DataError(f"n_folds={n_folds} must be at least 2")
-    if n_exp < n_folds:
-        raise rxrx.DataError(f"train.csv has {n_exp} experiments, fewer than n_folds={n_folds}")
-    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    folds = []
-    for k, (tr, va) in enumerate(splitter.split(df, y=df.cell_type, groups=df.experiment)):
-        if len(va) == 0:
-            raise rxrx.DataError(f"fold {k} got no validation experiment ({n_exp} experiments, {n_folds} folds)")
-        folds.append((df.iloc[tr].reset_index(drop=True), df.iloc[va].reset_index(drop=True)))
-    return folds
-
-
-def split_controls(controls_df: pd.DataFrame, per_type: int, seed: int):
-    """Hold out ``per_type`` whole experiments per cell type -> (train_df, valid_df)."""
-    if per_type < 0:
-        raise rxrx.DataError(f"control_valid_per_type={per_type} must be 0 or more")
-    df = with_cell_type(controls_df)
-    rng = np.random.default_rng(seed)
-    held = []
-    for ct, exps in df.groupby("cell_type").experiment.unique().items():
-        exps = sorted(exps)
-        if per_type >= len(exps):
-            raise rxrx.DataError(
-                f"cell type {ct} has {len(exps)} control experiment(s); holding out "
-                f"control_valid_per_type={per_type} leaves none to train on")
-        held += sorted(rng.choice(exps, size=per_type, replace=False).tolist())
-    is_valid = df.experiment.isin(held)
-    return df[~is_valid].reset_index(drop=True), df[is_valid].reset_index(drop=True)
-
-
-def load_controls(root: Path) -> pd.DataFrame:
-    """Both control CSVs with the image folder each well lives in."""
-    parts = []
-    for dataset in rxrx.DATASETS:
-        path = root / f"{dataset}_controls.csv"
-        df = rxrx.read_csv(path, required=CONTROL_COLUMNS[:6])
-        parts.append(df[CONTROL_COLUMNS[:6]].assign(dataset=dataset))
-    return pd.concat(parts, ignore_index=True)
-
-
-def generic_folds(data_root, out_dir, n_folds, seed, source, source_params, grouped, splits, target="single",
-                  label_sep=" ", duplicates=None, duplicate_mode="group"):
-    """Fold files (``id`` lists) of any source's labelled rows of ``splits``, for train.py's
-    data_params/train_csv and valid_csv (cross-validation)."""
-    from cellpipe.data.dedup import drop_copies
-    from cellpipe.data.folds import make_folds as fold_table
-    from cellpipe.data.folds import merge_groups
-    from cellpipe.sources import make_source
-
-    if duplicate_mode not in ("group", "drop"):
-        raise rxrx.DataError(f"--duplicate_mode must be group or drop, got {duplicate_mode!r}")
-    src = make_source({"source": source, "root": data_root, "source_params": source_params or {}})
-    table = src.catalog()
-    splits = [splits] if isinstance(splits, str) else list(splits)
-    table = table[table["split"].isin(splits)].reset_index(drop=True)
-    rule = ("MultilabelStratifiedKFold (iterative stratification)" if target == "multilabel"
-            else "StratifiedGroupKFold by label" if grouped else "StratifiedKFold by label")
-    if grouped:
-        rule += " over groups"
-    if duplicates is not None:
-        from cellpipe.core.tables import read_table
-
-        dups = read_table(duplicates, ["id", "dup_group"])
-        if duplicate_mode == "drop":
-            before = len(table)
-            table = drop_copies(table, dups.assign(id=dups["id"].astype(str), dup_group=dups["dup_group"].astype(str)))
-            rule += f"; {before - len(table)} near-duplicate copies dropped ({duplicates})"
-        else:
-            table = table.assign(group=merge_groups(table, dups))
-            grouped = True
-            rule += f"; near-duplicates ({duplicates}) kept in one fold"
-    record = []
-    for k, (tr, va) in enumerate(fold_table(table, n_folds, seed, grouped, target, label_sep)):
-        fsutil.write_csv(tr[["id", "label", "group"]], Path(out_dir) / f"train_{k}.csv")
-        fsutil.write_csv(va[["id", "label", "group"]], Path(out_dir) / f"valid_{k}.csv")
-        record.append({"fold": k, "n_train": len(tr), "n_valid": len(va)})
-    meta = {"source": source, "n_folds": n_folds, "seed": seed, "grouped": grouped, "splits": splits,
-            "target": target, "rule": rule, "folds": record}
-    fsutil.write_text(json.dumps(meta, indent=2) + "\n", Path(out_dir) / "folds.json")
-    print(f"wrote {n_folds} folds of {len(table)} {source} samples to {out_dir}")
+from cellpipe.data.fold_files import write_folds
+from cellpipe.rxrx.folds import load_controls, make_folds, split_controls, write_rxrx1_folds  # noqa: F401
 
 
 def main(data_root, out_dir="csv", n_folds=5, seed=42, control_valid_per_type=1, source="rxrx1",
@@ -144,32 +35,9 @@ def main(data_root, out_dir="csv", n_folds=5, seed=42, control_valid_per_type=1,
         duplicate_mode: group (a duplicate group stays in one fold) | drop (keep one image per group).
     """
     if source != "rxrx1":
-        return generic_folds(data_root, out_dir, n_folds, seed, source, source_params, grouped, splits, target,
+        return write_folds(data_root, out_dir, n_folds, seed, source, source_params, grouped, splits, target,
                              label_sep, duplicates, duplicate_mode)
-    root, out_dir = Path(data_root), Path(out_dir)
-    train = rxrx.read_csv(root / "train.csv", required=("id_code",) + rxrx.WELL_COLUMNS + ("sirna",))
-    folds = make_folds(train, n_folds, seed)
-    record = []
-    for k, (tr, va) in enumerate(folds):
-        fsutil.write_csv(tr, out_dir / f"train_{k}.csv")
-        fsutil.write_csv(va, out_dir / f"valid_{k}.csv")
-        record.append({"fold": k, "valid_experiments": sorted(va.experiment.unique().tolist()),
-                       "n_train": len(tr), "n_valid": len(va)})
-        log.info("fold %d: %d train / %d valid wells, valid experiments %s",
-                 k, len(tr), len(va), record[-1]["valid_experiments"])
-    ctrl_train, ctrl_valid = split_controls(load_controls(root), control_valid_per_type, seed)
-    fsutil.write_csv(ctrl_train[CONTROL_COLUMNS], out_dir / "control_train.csv")
-    fsutil.write_csv(ctrl_valid[CONTROL_COLUMNS], out_dir / "control_valid.csv")
-    meta = {
-        "n_folds": n_folds, "seed": seed, "rule": FOLD_RULE, "folds": record,
-        "control_valid_per_type": control_valid_per_type,
-        "control_rule": CONTROL_RULE.format(per_type=control_valid_per_type),
-        "control_valid_experiments": sorted(ctrl_valid.experiment.unique().tolist()),
-        "n_control_train": len(ctrl_train), "n_control_valid": len(ctrl_valid),
-    }
-    fsutil.write_text(json.dumps(meta, indent=2) + "\n", out_dir / "folds.json")
-    print(f"wrote {n_folds} folds and the control split ({len(ctrl_train)} train / "
-          f"{len(ctrl_valid)} valid wells) to {out_dir}")
+    return write_rxrx1_folds(data_root, out_dir, n_folds, seed, control_valid_per_type)
 
 
 if __name__ == "__main__":

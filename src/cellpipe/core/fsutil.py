@@ -1,11 +1,13 @@
-"""Atomic file writes: outputs appear complete or not at all."""
+"""Atomic writes: files and whole folder trees appear complete or not at all."""
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # read the process umask once (os has no getter)
+FOLDER_MODE = 0o777  # a new folder's mode before the umask, as mkdir gives it
 
 
 @contextlib.contextmanager
@@ -53,3 +55,43 @@ def write_png(image, path):
     with atomic_path(path) as tmp:  # the temporary name keeps the .png suffix cv2 needs
         if not cv2.imwrite(str(tmp), image):
             raise OSError(f"cv2.imwrite failed for {path}")
+
+
+@contextlib.contextmanager
+def staged_dir(target):
+    """Yield an empty hidden folder beside ``target``; on success it replaces ``target`` by rename.
+
+    On any exception the staged folder is removed and ``target`` is left as it was.
+    """
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(f"{target} exists and is not a folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(staged, FOLDER_MODE & ~_UMASK)  # mkdtemp makes it private (0700); the tree is shared data
+    try:
+        yield staged
+        replace_dir(staged, target)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+
+
+def replace_dir(staged: Path, target: Path) -> None:
+    """Rename ``staged`` to ``target``; an existing ``target`` is first renamed aside, then deleted.
+
+    Two renames on one file system: the old tree is never mixed with the new one. Should the
+    second rename fail, the old tree is put back.
+    """
+    if not target.exists():
+        os.replace(staged, target)
+        return
+    # an empty folder may be replaced by rename, so mkdtemp gives a unique name to move the old tree onto
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    os.replace(target, old)
+    try:
+        os.replace(staged, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old)

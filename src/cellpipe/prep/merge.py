@@ -11,7 +11,7 @@ images per species. Bundling rare species into ``Other`` happens at training
 (``data_params/min_samples``); here ``min_samples`` only names the species below it.
 
 The tree is built in a hidden folder beside the old one and swapped in by rename
-(``prep.resize.staged_dir``): a half-built tree is never in place, and a re-run replaces
+(``core.fsutil.staged_dir``): a half-built tree is never in place, and a re-run replaces
 the tree whole.
 """
 import logging
@@ -23,7 +23,9 @@ import pandas as pd
 
 from cellpipe.core import fsutil
 from cellpipe.core.errors import DataError, UserError
-from cellpipe.prep.resize import class_folders, image_problem, list_images, run_jobs, staged_dir
+from cellpipe.core.fsutil import staged_dir
+from cellpipe.core.parallel import run_jobs
+from cellpipe.prep.resize import class_folders, image_problem, list_images
 
 log = logging.getLogger(__name__)
 

@@ -14,31 +14,28 @@ shuffled by its own generator seeded with (seed, crc32 of the class name): addin
 class does not reshuffle the others.
 
 The whole tree is built in a hidden folder beside ``out_dir`` and renamed into place
-at the end (``staged_dir``), so a failed run leaves nothing behind and a replaced
+at the end (``core.fsutil.staged_dir``), so a failed run leaves nothing behind and a replaced
 output never mixes files of two runs. Also written: split.csv (source, dest, class,
 split), skipped.csv (path, reason) and prep.json (settings and counts).
 
-The generic pieces (``staged_dir``, ``run_jobs``, ``image_problem``) are shared with
-``prep.merge``.
+``image_problem`` is shared with ``prep.merge``; the staged tree and the process pool are
+``core.fsutil.staged_dir`` and ``core.parallel.run_jobs``.
 """
-import contextlib
 import json
 import logging
 import os
 import shutil
-import tempfile
 import zlib
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from cellpipe.core import fsutil
+from cellpipe.core.fsutil import staged_dir
+from cellpipe.core.parallel import run_jobs
 from cellpipe.core.errors import DataError, UserError
 from cellpipe.core.images import check_rescale, read_image, to_8bit_units
 from cellpipe.sources.folder import EXTENSIONS, SPLIT_FOLDERS
@@ -52,10 +49,8 @@ NO_SPLIT = "none"
 DEFAULT_SIZE = 256
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 FRACTION_TOLERANCE = 1e-6  # fractions typed as decimals need not sum to 1 exactly
-JOB_CHUNK = 16  # jobs per pool task: amortises the pickling round trip, small enough for a smooth progress bar
 JPEG_TAIL_BYTES = 1024  # a complete JPEG has its end marker here (some cameras append a few padding bytes)
 PREP_JSON, SPLIT_CSV, SKIPPED_CSV = "prep.json", "split.csv", "skipped.csv"
-FOLDER_MODE = 0o777  # a new folder's mode before the umask, as mkdir gives it
 WORK_DIR = ".work"  # inside the staged tree: PNGs land here before the split is drawn
 PNG_CHANNELS = (1, 3)
 SPLIT_RULE = ("per class, the images written are shuffled by numpy default_rng([seed, crc32(class name)]) and cut by "
@@ -70,85 +65,6 @@ class ResizeJob(NamedTuple):
     size: Tuple[int, int]  # (width, height), cv2's order
     interpolation: int
     rescale: Optional[dict]
-
-
-# ---------------------------------------------------------------- shared helpers (also used by prep.merge)
-
-@contextlib.contextmanager
-def staged_dir(target):
-    """Yield an empty hidden folder beside ``target``; on success it replaces ``target`` by rename.
-
-    On any exception the staged folder is removed and ``target`` is left as it was.
-    """
-    target = Path(target)
-    if target.exists() and not target.is_dir():
-        raise DataError(f"{target} exists and is not a folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    os.chmod(staged, FOLDER_MODE & ~_umask())  # mkdtemp makes it private (0700); the tree is shared data
-    try:
-        yield staged
-        replace_dir(staged, target)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it
-    os.umask(mask)
-    return mask
-
-
-def replace_dir(staged: Path, target: Path) -> None:
-    """Rename ``staged`` to ``target``; an existing ``target`` is first renamed aside, then deleted.
-
-    Two renames on one file system: the old tree is never mixed with the new one. Should the
-    second rename fail, the old tree is put back.
-    """
-    if not target.exists():
-        os.replace(staged, target)
-        return
-    # an empty folder may be replaced by rename, so mkdtemp gives a unique name to move the old tree onto
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-    os.replace(target, old)
-    try:
-        os.replace(staged, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old)
-
-
-def _init_worker() -> None:
-    cv2.setNumThreads(1)  # the pool is the parallelism; OpenCV threads on top would oversubscribe the cores
-
-
-def run_jobs(fn: Callable, jobs: Sequence, workers: Optional[int], desc: str) -> List:
-    """``[fn(job) for job in jobs]`` on a process pool of ``workers`` (None: all CPUs), with a progress bar.
-
-    One worker runs in this process (no start-up cost; tracebacks and debuggers work). An exception
-    in a job cancels the jobs not yet started and is re-raised here.
-    """
-    workers = min(int(workers or os.cpu_count() or 1), len(jobs))
-    results = []
-    with tqdm(total=len(jobs), desc=desc, unit="img") as bar:
-        if workers <= 1:
-            for job in jobs:
-                results.append(fn(job))
-                bar.update()
-            return results
-        # spawn, not fork: a forked child of a process whose torch / OpenMP threads already run can deadlock
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker) as pool:
-            try:
-                for result in pool.map(fn, jobs, chunksize=JOB_CHUNK):
-                    results.append(result)
-                    bar.update()
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-    return results
 
 
 def image_problem(path) -> Tuple[Optional[np.ndarray], Optional[str]]:

@@ -1,12 +1,14 @@
 """Options of single-label runs on any source: labels, balancing, unfreeze schedule, early stopping,
 per-epoch checkpoints and predicting with a chosen epoch."""
 import json
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from cellpipe.core.errors import DataError
 from cellpipe.data.dataset import class_weights, sample_weights
@@ -152,3 +154,28 @@ def test_bad_selection_is_one_clear_error(manifest, override, match):
                       [f"--data_params/root={manifest}", override])
     with pytest.raises((DataError, ValueError), match=match):
         prepare_training(cfg)
+
+
+def test_gradual_unfreeze_in_a_training_run(manifest, tmp_path):
+    """Finetune epoch 1: every encoder block still frozen (weights as the warm-up left them); epoch 2:
+    the deepest half opens and learns while the shallow blocks keep their weights."""
+    from cellpipe.models import create_model, load_checkpoint
+    from cellpipe.training.callbacks import encoder_blocks
+
+    run = _train(tmp_path, manifest, "--state_params/keep_epoch_checkpoints=true", "--stages/finetune/num_epochs=2",
+                 "--stages/finetune/unfreeze={start_epoch: 2, duration: 1, fraction: 0.5}",
+                 "--stages/finetune/scheduler_params=null", "--stages/finetune/optimizer_params/lr=0.01")
+    start = load_checkpoint(run / "warmup" / "checkpoints" / "model.best.pth")
+    epochs = [load_checkpoint(run / "finetune" / "checkpoints" / f"model.000{e}.pth") for e in (1, 2)]
+    model = create_model(model="timm", model_name="test_resnet", n_channels=3, num_classes=4, pretrained=None)
+    blocks = encoder_blocks(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    block_params = [[names[id(p)] for p in b.parameters()] for b in blocks]
+
+    def moved(a, b, params):
+        return any(not torch.equal(a[n], b[n]) for n in params)
+
+    assert not any(moved(start, epochs[0], ps) for ps in block_params)  # epoch 1: all frozen
+    assert math.ceil(0.5 * len(blocks)) < len(blocks)  # some blocks stay shut
+    assert moved(epochs[0], epochs[1], block_params[-1])  # the deepest block learns in epoch 2
+    assert not moved(epochs[0], epochs[1], block_params[0])  # the stem stays frozen

@@ -136,3 +136,20 @@ def test_linear_classifier_learns_siRNA_on_unseen_experiments(demo_root):
     assert normed > raw + 0.15  # batch effects: per-plate normalisation pays
     for drop in rxrx.CHANNELS:  # the class survives any one missing channel
         assert accuracy(plate_norm, [c for c in rxrx.CHANNELS if c != drop]) > 0.5, drop
+
+
+def test_signal_pulls_classes_together_and_preset_keeps_explicit_flags(tmp_path):
+    from cellpipe.demo.rxrx1 import PRESETS, class_params
+
+    full = class_params(np.random.default_rng(0), 16, 1.0)
+    weak = class_params(np.random.default_rng(0), 16, 1.0, signal=0.3)
+    assert weak["amp"].std(axis=0) == pytest.approx(0.3 * full["amp"].std(axis=0))
+    assert np.allclose(weak["amp"].mean(axis=0), full["amp"].mean(axis=0))
+    # the hard preset fills the flags left at their defaults; an explicit n_sirnas stays
+    out = make_demo_data.main(out_dir=str(tmp_path / "hard"), **{**TINY, "preset": "hard"})
+    train = pd.read_csv(tmp_path / "hard" / "train.csv")
+    assert train.sirna.max() < TINY["n_sirnas"] < PRESETS["hard"]["n_sirnas"] and out["images"] > 0
+    with pytest.raises(rxrx.DataError, match="--well_noise must be a number >= 0"):
+        make_demo_data.main(out_dir=str(tmp_path / "x"), **{**TINY, "well_noise": -1})
+    with pytest.raises(rxrx.DataError, match="unknown preset 'medium'"):
+        make_demo_data.main(out_dir=str(tmp_path / "x"), **{**TINY, "preset": "medium"})

@@ -16,6 +16,7 @@ and any one of them can be dropped.
 Besides the Kaggle files it writes ``test_labels.csv``: the test siRNAs the
 real data set hides, so demo predictions can be scored.
 """
+import inspect
 import logging
 import time
 from pathlib import Path
@@ -42,9 +43,18 @@ def cell_type_names(n: int):
     return list(CELL_TYPES[:n]) + [f"CT{i + 1}" for i in range(len(CELL_TYPES), n)]
 
 
-def class_params(rng, n_classes: int, scale: float) -> dict:
-    """Fixed look of every siRNA; lengths in pixels at the output size."""
-    return {
+# the hard benchmark (issue 8): many classes, weak class signal under well-to-well noise, strong
+# experiment / plate batch effects and cell-type-specific responses; flags left at their defaults take these
+PRESETS = {
+    "hard": {"n_sirnas": 64, "signal": 0.3, "well_noise": 0.3, "response": 0.25, "exp_gain": 0.45,
+             "plate_offset": 35.0, "train_experiments_per_type": 3},
+}
+
+
+def class_params(rng, n_classes: int, scale: float, signal: float = 1.0) -> dict:
+    """Fixed look of every siRNA; lengths in pixels at the output size. ``signal`` < 1 pulls every
+    class towards the mean look (weaker class differences; the draws themselves are unchanged)."""
+    params = {
         "amp": rng.uniform(25, 170, size=(n_classes, len(rxrx.CHANNELS))),
         "count": rng.integers(3, 11, size=n_classes),
         "sigma": rng.uniform(1.2, 2.8, size=n_classes) * scale,
@@ -52,6 +62,13 @@ def class_params(rng, n_classes: int, scale: float) -> dict:
         "elong": rng.uniform(1.0, 2.2, size=n_classes),
         "angle": rng.uniform(0, np.pi, size=n_classes),
     }
+    if signal != 1.0:
+        for key in ("amp", "sigma", "body", "elong"):
+            mean = params[key].mean(axis=0)
+            params[key] = mean + signal * (params[key] - mean)
+        params["count"] = np.rint(params["count"].mean() + signal * (params["count"] - params["count"].mean()))
+        params["count"] = params["count"].astype(np.int64)
+    return params
 
 
 def plate_layout(rng, n_sirnas, n_controls, cell_types, train_per_type, test_per_type, drop_wells):
@@ -85,21 +102,30 @@ def plate_layout(rng, n_sirnas, n_controls, cell_types, train_per_type, test_per
     return df.sort_values(["dataset", "experiment", "plate", "well"]).reset_index(drop=True)
 
 
-def batch_effects(rng, df, cell_types) -> dict:
-    """Per cell type and experiment channel gains, per plate channel offsets."""
+def batch_effects(rng, df, cell_types, n_classes: int, seed: int, exp_gain: float = 0.25,
+                  plate_offset: float = 20.0, response: float = 0.0) -> dict:
+    """Per cell type and experiment channel gains, per plate channel offsets, and (``response`` > 0)
+    per cell type and class brightness factors: a siRNA looks different in each cell type."""
     n_ch = len(rxrx.CHANNELS)
     types = cell_type_names(cell_types)
     plates = df[["experiment", "plate"]].drop_duplicates().itertuples(index=False)
-    return {
+    effects = {
         "type_gain": {t: rng.lognormal(0, 0.15, n_ch) for t in types},
         "type_size": {t: rng.uniform(0.85, 1.15) for t in types},
-        "exp_gain": {e: rng.lognormal(0, 0.25, n_ch) for e in df.experiment.unique()},
-        "plate_offset": {(p.experiment, p.plate): rng.uniform(0, 20, n_ch) for p in plates},
+        "exp_gain": {e: rng.lognormal(0, exp_gain, n_ch) for e in df.experiment.unique()},
+        "plate_offset": {(p.experiment, p.plate): rng.uniform(0, plate_offset, n_ch) for p in plates},
     }
+    # its own generator: the default (response 0) data stay what they were before this knob
+    extra = np.random.default_rng([seed, 2])
+    effects["type_response"] = {t: extra.lognormal(0, response, (n_classes, n_ch)) if response else None
+                                for t in types}
+    return effects
 
 
-def render_sites(rng, sirnas, params, size_scale, gain, offset, image_size, noise=4.0, background=8.0):
-    """Render one site per entry of ``sirnas`` -> (S, 6, H, W) uint8; all sites share the batch effects."""
+def render_sites(rng, sirnas, params, size_scale, gain, offset, image_size, noise=4.0, background=8.0,
+                 well_factor=None):
+    """Render one site per entry of ``sirnas`` -> (S, 6, H, W) uint8; all sites share the batch effects;
+    ``well_factor`` (S x 6) scales each site's brightness (the sites of one well share theirs)."""
     n_sites = len(sirnas)
     max_cells = int(params["count"].max()) + 1
     counts = np.maximum(params["count"][sirnas] + rng.integers(-1, 2, n_sites), 1)
@@ -111,6 +137,8 @@ def render_sites(rng, sirnas, params, size_scale, gain, offset, image_size, nois
     # per-cell brightness jitter, independent per channel
     bright = params["amp"][sirnas, None, :] * rng.lognormal(0, 0.2, (n_sites, max_cells, len(rxrx.CHANNELS)))
     bright *= active[..., None]
+    if well_factor is not None:
+        bright *= well_factor[:, None, :]
 
     grid = np.arange(image_size, dtype=np.float32)
     yy, xx = np.meshgrid(grid, grid, indexing="ij")
@@ -132,8 +160,9 @@ def render_sites(rng, sirnas, params, size_scale, gain, offset, image_size, nois
     return np.clip(np.rint(img), 0, 255).astype(np.uint8).reshape(n_sites, -1, image_size, image_size)
 
 
-def write_images(out_dir, df, params, effects, seed, image_size):
-    """Render and write every site of every well, one plate at a time."""
+def write_images(out_dir, df, params, effects, seed, image_size, well_noise: float = 0.0):
+    """Render and write every site of every well, one plate at a time. ``well_noise``: lognormal
+    sigma of a per-well, per-channel brightness factor (well-to-well biological variation)."""
     n_images = 0
     chunk_sites = max(1, CHUNK_CELL_PIXELS // ((int(params["count"].max()) + 1) * image_size ** 2))
     plates = list(df.groupby(["dataset", "experiment", "plate"], sort=True))
@@ -145,10 +174,20 @@ def write_images(out_dir, df, params, effects, seed, image_size):
             gain = effects["exp_gain"][experiment] * effects["type_gain"][ct]
             offset = effects["plate_offset"][(experiment, plate)]
             jobs = [(w, s) for w in wells.itertuples(index=False) for s in rxrx.SITES]
+            response = effects["type_response"][ct]
+            well_rng = np.random.default_rng([seed, 3, plate_idx])  # apart from rng: defaults stay as they were
+            factors = {w.well: well_rng.lognormal(0, well_noise, len(rxrx.CHANNELS)) for w in wells.itertuples()}
             for start in range(0, len(jobs), chunk_sites):
                 chunk = jobs[start:start + chunk_sites]
                 sirnas = np.array([w.sirna for w, _ in chunk])
-                imgs = render_sites(rng, sirnas, params, effects["type_size"][ct], gain, offset, image_size)
+                factor = None
+                if well_noise or response is not None:
+                    factor = np.stack([factors[w.well] if well_noise else np.ones(len(rxrx.CHANNELS))
+                                       for w, _ in chunk])
+                    if response is not None:
+                        factor = factor * response[sirnas]
+                imgs = render_sites(rng, sirnas, params, effects["type_size"][ct], gain, offset, image_size,
+                                    well_factor=factor)
                 for (w, site), img in zip(chunk, imgs):
                     for i, ch in enumerate(rxrx.CHANNELS):
                         fsutil.write_png(img[i], rxrx.image_path(out_dir, dataset, experiment, plate, w.well, site, ch))
@@ -194,7 +233,9 @@ def check_args(n_sirnas, n_controls, cell_types, train_per_type, test_per_type, 
 
 
 def main(out_dir="data/demo", kind="rxrx1", n_sirnas=32, n_controls=4, cell_types=4, train_experiments_per_type=3,
-         test_experiments_per_type=1, image_size=64, seed=0, pixel_stats=True, drop_wells=1):
+         test_experiments_per_type=1, image_size=64, seed=0, pixel_stats=True, drop_wells=1, preset=None,
+         signal: float = 1.0, well_noise: float = 0.0, response: float = 0.0, exp_gain: float = 0.25,
+         plate_offset: float = 20.0):
     """Write a synthetic data set (RxRx1 Kaggle layout, or another adapter's format); returns a summary dict.
 
     Args:
@@ -213,6 +254,14 @@ def main(out_dir="data/demo", kind="rxrx1", n_sirnas=32, n_controls=4, cell_type
         pixel_stats: also write pixel_stats.csv (default True).
         drop_wells: treatment wells removed from the first test plate and one train plate
             (default 1), as real plates miss a well.
+        preset: hard = the accuracy benchmark's difficulty (PRESETS: 64 siRNAs, weak signal, strong
+            batch effects); flags left at their defaults take the preset's values.
+        signal: strength of the class differences (1 = the demo's; smaller is harder).
+        well_noise: per-well, per-channel brightness noise (lognormal sigma; 0 = none).
+        response: per cell type and class brightness factors (lognormal sigma; 0 = a siRNA looks
+            the same in every cell type).
+        exp_gain: per-experiment channel gain (lognormal sigma; default 0.25).
+        plate_offset: per-plate channel offsets drawn from 0..plate_offset (8-bit units; default 20).
     """
     if kind != "rxrx1":
         from cellpipe.demo.generic import WRITERS
@@ -221,6 +270,19 @@ def main(out_dir="data/demo", kind="rxrx1", n_sirnas=32, n_controls=4, cell_type
             raise rxrx.DataError(f"unknown demo kind '{kind}'; known: rxrx1, {', '.join(WRITERS)}")
         WRITERS[kind](Path(out_dir), seed=seed)
         return {"out_dir": str(out_dir), "kind": kind}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise rxrx.DataError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
+        given = dict(locals())
+        defaults = {k: v.default for k, v in inspect.signature(main).parameters.items()}
+        values = {k: (v if given[k] == defaults[k] else given[k]) for k, v in PRESETS[preset].items()}
+        n_sirnas, signal, well_noise = values["n_sirnas"], values["signal"], values["well_noise"]
+        response, exp_gain, plate_offset = values["response"], values["exp_gain"], values["plate_offset"]
+        train_experiments_per_type = values["train_experiments_per_type"]
+    for name, value in (("signal", signal), ("well_noise", well_noise), ("response", response),
+                        ("exp_gain", exp_gain), ("plate_offset", plate_offset)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise rxrx.DataError(f"--{name} must be a number >= 0, got {value!r}")
     check_args(n_sirnas, n_controls, cell_types, train_experiments_per_type, test_experiments_per_type,
                image_size, drop_wells)
     started = time.time()
@@ -230,9 +292,9 @@ def main(out_dir="data/demo", kind="rxrx1", n_sirnas=32, n_controls=4, cell_type
     rng = np.random.default_rng([seed, 0])
     df = plate_layout(rng, n_sirnas, n_controls, cell_types, train_experiments_per_type,
                       test_experiments_per_type, drop_wells)
-    params = class_params(rng, n_sirnas + n_controls, image_size / 64)
-    effects = batch_effects(rng, df, cell_types)
-    n_images = write_images(out_dir, df, params, effects, seed, image_size)
+    params = class_params(rng, n_sirnas + n_controls, image_size / 64, signal)
+    effects = batch_effects(rng, df, cell_types, n_sirnas + n_controls, seed, exp_gain, plate_offset, response)
+    n_images = write_images(out_dir, df, params, effects, seed, image_size, well_noise)
     # CSVs after the images: a listed well always has its files
     n_train, n_test, n_ctrl = write_tables(out_dir, df)
     if pixel_stats:

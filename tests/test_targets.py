@@ -229,3 +229,69 @@ def test_level_metric_must_name_a_level(family):
     check_level_metric("accuracy_genus", labels)
     with pytest.raises(ConfigError, match="accuracy_gens names no level"):
         check_level_metric("accuracy_gens", labels)
+
+
+# ---------------------------------------------------------------- winners' tricks (issue 8)
+
+@pytest.mark.parametrize("mode", ["mixup", "cutmix"])
+def test_mixing_mixes_inputs_and_losses(mode):
+    from cellpipe.training.mixing import Mixer, MixedLoss, check_mix
+
+    x = torch.stack([torch.full((2, 8, 8), float(i)) for i in range(4)])
+    y = torch.tensor([0, 1, 2, 3])
+    mixed, t = Mixer(mode, alpha=1.0, p=1.0, seed=0).mix(x, y)
+    a, b, lam = t
+    assert torch.equal(a, y) and sorted(b.tolist()) == [0, 1, 2, 3] and 0 < lam < 1
+    if mode == "mixup":
+        assert torch.allclose(mixed, lam * x + (1 - lam) * x[[y.tolist().index(v) for v in b.tolist()]])
+    else:  # the pasted box's share of pixels is 1 - lam, exactly
+        changed = (mixed != x).float().mean(dim=(1, 2, 3))
+        moved = b != a
+        assert torch.allclose(changed[moved], torch.full_like(changed[moved], 1 - lam))
+    ce = torch.nn.CrossEntropyLoss()
+    logits = torch.randn(4, 4)
+    assert torch.isclose(MixedLoss(ce)(logits, t), lam * ce(logits, a) + (1 - lam) * ce(logits, b))
+    assert torch.isclose(MixedLoss(ce)(logits, y), ce(logits, y))
+    assert Mixer(mode, p=1e-9).mix(x, y)[1] is y  # p: unmixed batches pass through
+    with pytest.raises(ConfigError, match="mix_params/mode"):
+        check_mix({"mode": "mixcut"})
+
+
+def test_small_image_stem_keeps_resolution():
+    from cellpipe.models import create_model
+
+    def layer1_side(**kw):
+        m = create_model(model="timm", model_name="resnet18", n_channels=6, num_classes=5, **kw)
+        side = []
+        m.encoder.body.layer1.register_forward_hook(lambda mod, i, o: side.append(o.shape[-1]))
+        m(torch.zeros(1, 6, 64, 64))
+        return side[0]
+
+    assert (layer1_side(), layer1_side(stem_stride=1), layer1_side(stem_stride=1, stem_pool=False)) == (16, 32, 64)
+    with pytest.raises(ConfigError, match="stem_stride' must be a positive integer"):
+        layer1_side(stem_stride=0)
+
+
+def test_ema_callback_validates_the_average_and_trains_the_raw_weights():
+    from types import SimpleNamespace
+
+    from cellpipe.training.callbacks import EMACallback
+
+    model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    runner = SimpleNamespace(model=model, is_train_loader=True)
+    ema = EMACallback(decay=0.9)
+    ema.on_experiment_start(runner)
+    for _ in range(2):  # two "optimizer steps" to weight 1.0
+        with torch.no_grad():
+            model.weight.fill_(1.0)
+        ema.on_batch_end(runner)
+    expected = 1 - 0.9 ** 2  # 0.1, then 0.9 * 0.1 + 0.1
+    runner.is_train_loader = False
+    ema.on_loader_start(runner)  # validation sees the average
+    assert torch.allclose(model.weight, torch.full((1, 2), expected))
+    ema.on_batch_end(runner)  # not a training batch: no update
+    runner.is_train_loader = True
+    ema.on_epoch_start(runner)  # training goes on from the raw weights
+    assert torch.allclose(model.weight, torch.ones(1, 2))

@@ -286,8 +286,26 @@ def model_names():
     return MODELS.names()
 
 
+def keep_resolution(body: nn.Module, stem: str, stem_stride: Optional[int], stem_pool: bool) -> None:
+    """Small inputs (CPU-sized 32-128 px): a stem conv with a smaller stride and / or no max-pool
+    after it keeps the early feature maps large (CIFAR-style stems); the weights are unchanged."""
+    if stem_stride is not None:
+        if not isinstance(stem_stride, int) or isinstance(stem_stride, bool) or stem_stride < 1:
+            raise ConfigError(f"config key 'model_params/stem_stride' must be a positive integer, got {stem_stride!r}")
+        conv = body.get_submodule(stem)
+        conv.stride = (stem_stride, stem_stride)
+    if not stem_pool:
+        for name, module in body.named_modules():
+            if isinstance(module, nn.MaxPool2d):
+                parent, _, attr = name.rpartition(".")
+                setattr(body.get_submodule(parent) if parent else body, attr, nn.Identity())
+                return
+        raise ConfigError("config key 'model_params/stem_pool'=false: the backbone has no MaxPool2d to remove")
+
+
 def create_model(model: str, model_name: str, n_channels: int, num_classes: int,
-                 pretrained=None, weight=None, dropout: float = 0.0, **kwargs) -> CellClassifier:
+                 pretrained=None, weight=None, dropout: float = 0.0, stem_stride: Optional[int] = None,
+                 stem_pool: bool = True, **kwargs) -> CellClassifier:
     """Build a classifier from ``model_params``.
 
     model: registered builder (see ``model_names()``); model_name: its backbone.
@@ -296,6 +314,7 @@ def create_model(model: str, model_name: str, n_channels: int, num_classes: int,
     weight: PATH of an earlier stage's checkpoint; its encoder is loaded and the
         head is made afresh (so num_classes may differ). Overrides ``pretrained``.
     dropout: probability before the head.
+    stem_stride / stem_pool: a smaller stem stride / no stem max-pool, for small images.
     """
     if kwargs:
         accepted = ", ".join(inspect.signature(create_model).parameters)
@@ -307,6 +326,7 @@ def create_model(model: str, model_name: str, n_channels: int, num_classes: int,
         pretrained = None
     body, num_features = builder(model_name, pretrained=pretrained)
     stem = adapt_stem(body, n_channels)
+    keep_resolution(body, stem, stem_stride, stem_pool)
     net = CellClassifier(Encoder(body, num_features), num_classes, model_name, n_channels,
                          dropout=dropout, stem=f"body.{stem}")
     if weight is not None:

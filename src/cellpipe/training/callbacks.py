@@ -91,3 +91,39 @@ class HistoryCallback(dl.Callback):
                         if isinstance(v, (int, float)) and not k.startswith("_")})
         self.rows.append(row)
         write_csv(pd.DataFrame(self.rows), self.path)
+
+
+class EMACallback(dl.Callback):
+    """Exponential moving average of the weights (state_params/ema_decay): updated after every
+    training step; validation, the stage's checkpoints and so the run's model use the average,
+    while training continues from the raw weights at the next epoch's start. Float tensors
+    (weights and BatchNorm statistics) are averaged; integer buffers are copied."""
+
+    def __init__(self, decay: float):
+        super().__init__(order=dl.CallbackOrder.External)
+        self.decay = float(decay)
+        self.ema, self.raw = None, None
+
+    def on_experiment_start(self, runner):
+        self.ema = {k: v.detach().clone() for k, v in runner.model.state_dict().items()}
+        self.raw = None
+
+    @torch.no_grad()
+    def on_batch_end(self, runner):
+        if not runner.is_train_loader:
+            return
+        for k, v in runner.model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.ema[k].mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
+            else:
+                self.ema[k].copy_(v)
+
+    def on_loader_start(self, runner):
+        if not runner.is_train_loader and self.raw is None:
+            self.raw = {k: v.detach().clone() for k, v in runner.model.state_dict().items()}
+            runner.model.load_state_dict(self.ema)
+
+    def on_epoch_start(self, runner):
+        if self.raw is not None:
+            runner.model.load_state_dict(self.raw)
+            self.raw = None

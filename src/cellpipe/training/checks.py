@@ -13,6 +13,7 @@ from cellpipe.models import MODELS
 from cellpipe.sources import make_source
 from cellpipe.data.labels import KINDS
 from cellpipe.training.losses import check_criterion
+from cellpipe.training.mixing import check_mix
 from cellpipe.training.metrics import KIND_METRICS, metric_known
 from cellpipe.training.optim import OPTIMIZERS, SCHEDULERS
 
@@ -25,6 +26,7 @@ def check_names(cfg: dict):
     if kind not in KINDS:
         raise ConfigError(f"config key 'data_params/target': unknown kind '{kind}'; known: {', '.join(KINDS)}")
     check_criterion(cfg["criterion_params"], kind, "criterion_params")
+    check_mix(cfg.get("mix_params"))
     check_criterion(cfg["valid_criterion_params"], kind, "valid_criterion_params")
     if kind != "single" and dp.get("balance") not in (None, "none"):
         raise ConfigError(f"config key 'data_params/balance'={dp['balance']} balances single labels; "

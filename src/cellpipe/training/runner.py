@@ -14,6 +14,7 @@ import logging
 import time
 from collections import OrderedDict
 from pathlib import Path
+from typing import Optional
 
 import torch
 from catalyst import dl
@@ -28,9 +29,10 @@ from cellpipe.data.build import Prepared, prepare_training
 from cellpipe.data.dataset import SampleDataset, class_weights, sample_weights
 from cellpipe.data.transforms import worker_init_fn
 from cellpipe.models import create_model, load_checkpoint
-from cellpipe.training.callbacks import EpochMetricsCallback, GradualUnfreezeCallback, HistoryCallback
+from cellpipe.training.callbacks import EMACallback, EpochMetricsCallback, GradualUnfreezeCallback, HistoryCallback
 from cellpipe.training.evaluate import predict_logits, prediction_table, write_validation_report
 from cellpipe.training.losses import create_criterion
+from cellpipe.training.mixing import Mixer, MixedLoss, check_mix
 from cellpipe.training.optim import create_optimizer, create_scheduler
 
 log = logging.getLogger("train")
@@ -40,10 +42,18 @@ STAGE_LAST = "checkpoints/model.last.pth"
 
 
 class CellRunner(dl.Runner):
-    """Forward pass that averages the logits of every site in eval batches."""
+    """Forward pass that averages the logits of every site in eval batches; training batches may be
+    mixed (mixup / CutMix), their loss then reads ``loss_targets``."""
+
+    def __init__(self, mixer: Optional[Mixer] = None):
+        super().__init__()
+        self.mixer = mixer
 
     def handle_batch(self, batch):
-        self.batch = {**batch, "logits": forward_sites(self.model, batch["features"])}
+        x, loss_targets = batch["features"], batch["targets"]
+        if self.is_train_loader and self.mixer is not None:
+            x, loss_targets = self.mixer.mix(x, loss_targets)
+        self.batch = {**batch, "logits": forward_sites(self.model, x), "loss_targets": loss_targets}
 
 
 def forward_sites(model, x: torch.Tensor) -> torch.Tensor:
@@ -107,7 +117,7 @@ def make_criteria(cfg, prepared: Prepared) -> dict:
     weight, labels = None, prepared.labels
     if cfg["data_params"].get("balance") == "loss":
         weight = torch.tensor(class_weights(prepared.train.targets, len(labels)), dtype=torch.float32)
-    return {"train": create_criterion(**cfg["criterion_params"], weight=weight, labels=labels),
+    return {"train": MixedLoss(create_criterion(**cfg["criterion_params"], weight=weight, labels=labels)),
             "valid": create_criterion(**cfg["valid_criterion_params"], labels=labels)}
 
 
@@ -137,7 +147,8 @@ def run_stage(cfg, name, model, loaders, logdir: Path, engine, criteria, labels=
     scheduler = create_scheduler(optimizer, st.get("scheduler_params"), st["num_epochs"], len(loaders["train"]))
     callbacks = [
         dl.ControlFlowCallbackWrapper(
-            dl.CriterionCallback(input_key="logits", target_key="targets", metric_key="loss", criterion_key="train"),
+            dl.CriterionCallback(input_key="logits", target_key="loss_targets", metric_key="loss",
+                                 criterion_key="train"),
             loaders="train"),
         dl.ControlFlowCallbackWrapper(
             dl.CriterionCallback(input_key="logits", target_key="targets", metric_key="loss", criterion_key="valid"),
@@ -157,7 +168,10 @@ def run_stage(cfg, name, model, loaders, logdir: Path, engine, criteria, labels=
                                                   metric_key=sp["main_metric"], minimize=sp["minimize_metric"]))
     if unfreeze:
         callbacks.append(GradualUnfreezeCallback(**unfreeze))
-    runner = CellRunner()
+    if sp.get("ema_decay"):
+        callbacks.append(EMACallback(sp["ema_decay"]))
+    mix = check_mix(cfg.get("mix_params"))
+    runner = CellRunner(Mixer(**mix, seed=cfg["seed"]) if mix["mode"] != "none" else None)
     runner.train(
         model=model, engine=engine, criterion=criteria, optimizer=optimizer, scheduler=scheduler,
         loaders=loaders, callbacks=callbacks, num_epochs=st["num_epochs"], logdir=str(logdir),

@@ -22,7 +22,7 @@ from cellpipe.inference.predict import predict_run
 def predict_all(data_root, model_root, model_name, out_dir, sites=None, tta: Optional[str] = None,
                 batch_size: int = 32, num_workers: int = 0, device: str = "auto",
                 overwrite: bool = False, image_size: Optional[int] = None, test_csv: Optional[str] = None,
-                reduce: Optional[str] = None, crop: Optional[float] = None):
+                reduce: Optional[str] = None, crop: Optional[float] = None, adabn: Optional[str] = None):
     """Predict with every finished run under model_root.
 
     Args:
@@ -41,15 +41,17 @@ def predict_all(data_root, model_root, model_name, out_dir, sites=None, tta: Opt
         test_csv: rows to predict (rxrx1 default {data_root}/test.csv; other sources: a file of ids).
         reduce: how TTA views' logits combine: mean | max (default: the run's predict_params/reduce).
         crop: five_crop's crop side, a fraction of the image side or pixels (default: predict_params/crop).
+        adabn: re-estimate BatchNorm statistics per group before predicting it: plate | experiment
+            (any normalisation level of the source; default: predict_params/adabn).
     """
     return _predict_all(data_root, model_root, model_name, out_dir, sites, tta, batch_size, num_workers, device,
-                        overwrite, image_size, test_csv, reduce, crop)
+                        overwrite, image_size, test_csv, reduce, crop, adabn)
 
 
 def predict(run_dir, out_dir, data_root=None, epoch: Optional[int] = None, sites=None, tta: Optional[str] = None,
             reduce: Optional[str] = None, batch_size: int = 32, num_workers: int = 0, device: str = "auto",
             overwrite: bool = False, test_csv: Optional[str] = None, crop: Optional[float] = None,
-            image_size: Optional[int] = None):
+            image_size: Optional[int] = None, adabn: Optional[str] = None):
     """Predict with one run folder (its best model, or the checkpoint of ``epoch``).
 
     Args:
@@ -62,6 +64,7 @@ def predict(run_dir, out_dir, data_root=None, epoch: Optional[int] = None, sites
         reduce: mean | max over the TTA views (default: predict_params/reduce).
         crop: five_crop's crop side (fraction of the side, or pixels).
         image_size: resize to this size instead of the run's training size (e.g. larger, then crop).
+        adabn: BatchNorm statistics per group before predicting it: plate | experiment.
         batch_size: samples per batch.
         num_workers: DataLoader worker processes.
         device: auto | cpu | cuda | cuda:N.
@@ -70,7 +73,8 @@ def predict(run_dir, out_dir, data_root=None, epoch: Optional[int] = None, sites
     """
     sites = None if sites is None else [int(s) for s in ([sites] if isinstance(sites, int) else sites)]
     return str(predict_run(Path(run_dir), data_root, Path(out_dir), sites, tta, batch_size, num_workers, device,
-                           overwrite, image_size, test_csv, reduce, epoch, dest=Path(out_dir), crop=crop))
+                           overwrite, image_size, test_csv, reduce, epoch, dest=Path(out_dir), crop=crop,
+                           adabn=adabn))
 
 
 if __name__ == "__main__":

@@ -295,3 +295,43 @@ def test_ema_callback_validates_the_average_and_trains_the_raw_weights():
     runner.is_train_loader = True
     ema.on_epoch_start(runner)  # training goes on from the raw weights
     assert torch.allclose(model.weight, torch.ones(1, 2))
+
+
+def test_group_batches_come_from_one_plate_each():
+    from cellpipe.data.sampling import GroupBatchSampler
+
+    groups = np.repeat([0, 1, 2], [5, 3, 1])
+    sampler = GroupBatchSampler(groups, batch_size=2, seed=0, drop_last=True)
+    batches = list(sampler)
+    assert all(len(set(groups[b])) == 1 for b in batches)  # one plate per batch
+    # batches of one (BatchNorm cannot use them) are dropped: plate 0 gives 2 + 2, plate 1 gives 2
+    assert sorted(len(b) for b in batches) == [2, 2, 2] and len(sampler) == 3
+    assert len(list(GroupBatchSampler(groups, batch_size=2, seed=0))) == 6  # kept without drop_last
+
+
+def test_adabn_uses_each_groups_own_statistics():
+    from types import SimpleNamespace
+
+    from cellpipe.inference.adabn import adabn_logits
+    from cellpipe.training.evaluate import predict_logits
+
+    class Plates(torch.utils.data.Dataset):
+        """Two plates whose images differ only by a constant offset (a batch effect)."""
+        table = pd.DataFrame({"id": [f"s{i}" for i in range(8)], "experiment": "E", "plate": [1] * 4 + [2] * 4})
+        source = SimpleNamespace(name="fake", levels={"plate": ["experiment", "plate"]})
+
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            x = torch.arange(4.0).view(1, 1, 2, 2) + (0 if i < 4 else 100) + i % 4
+            return {"features": x, "targets": 0, "index": i}
+
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    model.num_classes = 2
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    plain = predict_logits(model, Plates(), batch_size=4)
+    adapted = adabn_logits(model, Plates(), "plate", predict_logits, batch_size=4)
+    # after per-plate statistics the offset is gone: both plates give the same logits
+    assert np.allclose(adapted[:4], adapted[4:], atol=1e-4) and not np.allclose(plain[:4], plain[4:])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the model is left as it came

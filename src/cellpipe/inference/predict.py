@@ -24,6 +24,7 @@ from cellpipe.core.fsutil import write_csv, write_npy, write_text
 from cellpipe.data.build import make_eval_dataset, split_table
 from cellpipe.data.labels import label_map_from_dict
 from cellpipe.data.normalize import make_normalizer
+from cellpipe.inference.adabn import adabn_logits
 from cellpipe.inference.tta import check_tta, tta_views
 from cellpipe.models import create_model, load_checkpoint
 from cellpipe.sources import make_source
@@ -91,14 +92,16 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
 
 
-def tta_settings(cfg: dict, tta=None, reduce=None, crop=None) -> dict:
-    """TTA of a prediction: the flags, else the run's predict_params, else none/mean."""
+def tta_settings(cfg: dict, tta=None, reduce=None, crop=None, adabn=None) -> dict:
+    """TTA and AdaBN of a prediction: the flags, else the run's predict_params, else none/mean/off."""
     pp = cfg.get("predict_params") or {}
     tta = tta or pp.get("tta") or "none"
     reduce = reduce or pp.get("reduce") or "mean"
     crop = crop if crop is not None else pp.get("crop")
+    adabn = adabn if adabn is not None else pp.get("adabn")
     check_tta(tta, reduce, crop)
-    return {"tta": tta, "reduce": reduce, "crop": float(crop) if "crop" in tta and crop is not None else None}
+    return {"tta": tta, "reduce": reduce, "crop": float(crop) if "crop" in tta and crop is not None else None,
+            "adabn": adabn or None}
 
 
 def write_multilabel_submissions(source, table: pd.DataFrame, probs, labels, run_dir: Path, dest: Path) -> None:
@@ -114,7 +117,7 @@ def write_multilabel_submissions(source, table: pd.DataFrame, probs, labels, run
 
 def predict_run(run_dir: Path, data_root, out_dir: Path, sites=None, tta=None, batch_size=32, num_workers=0,
                 device="auto", overwrite=False, image_size=None, test_csv=None, reduce=None,
-                epoch: Optional[int] = None, dest: Optional[Path] = None, crop=None) -> Path:
+                epoch: Optional[int] = None, dest: Optional[Path] = None, crop=None, adabn=None) -> Path:
     """Write the prediction files of one run (see the module doc) into ``dest``
     (default: out_dir/{channels}/{fold}/{model_name}, the seed's tree)."""
     run_dir = Path(run_dir)
@@ -122,7 +125,7 @@ def predict_run(run_dir: Path, data_root, out_dir: Path, sites=None, tta=None, b
     if not config_file.is_file():
         raise DataError(f"not a finished run folder (no {layout.CONFIG_FILE}): {run_dir}")
     cfg = yaml.safe_load(config_file.read_text())
-    views = tta_settings(cfg, tta, reduce, crop)
+    views = tta_settings(cfg, tta, reduce, crop, adabn)
     in_tree = dest is None
     if in_tree:
         dest = Path(out_dir) / run_dir.parent.parent.name / run_dir.parent.name / run_dir.name
@@ -131,7 +134,7 @@ def predict_run(run_dir: Path, data_root, out_dir: Path, sites=None, tta=None, b
     if all(p.exists() for p in outputs) and not overwrite:
         meta_path = dest / layout.PRED_META
         made = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        defaults = {"reduce": "mean", "epoch": None, "crop": None}
+        defaults = {"reduce": "mean", "epoch": None, "crop": None, "adabn": None}
         made = {k: made.get(k, defaults.get(k)) for k in settings}
         if made != settings:
             raise DataError(f"{dest} holds predictions made with {made}, not {settings}; pass --overwrite to redo them")
@@ -149,8 +152,12 @@ def predict_run(run_dir: Path, data_root, out_dir: Path, sites=None, tta=None, b
     args = dict(batch_size=batch_size, num_workers=num_workers, device=device,
                 views=tta_views(views["tta"], views["crop"]), reduce=views["reduce"])
     name = f"{run_dir.parent.parent.name}/{run_dir.parent.name}"
-    test_logits = predict_logits(model, test_ds, desc=f"{name} test", **args)
-    valid_logits = predict_logits(model, valid_ds, desc=f"{name} valid", **args)
+    if views["adabn"]:  # BatchNorm statistics of each plate (experiment, ...) before predicting it
+        test_logits = adabn_logits(model, test_ds, views["adabn"], predict_logits, desc=f"{name} test", **args)
+        valid_logits = adabn_logits(model, valid_ds, views["adabn"], predict_logits, desc=f"{name} valid", **args)
+    else:
+        test_logits = predict_logits(model, test_ds, desc=f"{name} test", **args)
+        valid_logits = predict_logits(model, valid_ds, desc=f"{name} valid", **args)
     # the npy files last: their presence marks the folder finished
     labels.save(dest / layout.LABELS_FILE)
     write_csv(test_ds.table[["id"]], dest / layout.TEST_IDS)
@@ -171,10 +178,10 @@ def predict_run(run_dir: Path, data_root, out_dir: Path, sites=None, tta=None, b
 def predict_all(data_root, model_root, model_name, out_dir, sites=None, tta: Optional[str] = None,
                 batch_size: int = 32, num_workers: int = 0, device: str = "auto",
                 overwrite: bool = False, image_size: Optional[int] = None, test_csv: Optional[str] = None,
-                reduce: Optional[str] = None, crop: Optional[float] = None):
+                reduce: Optional[str] = None, crop: Optional[float] = None, adabn: Optional[str] = None):
     """Predict with every finished run under model_root (see src/inference.py for the arguments)."""
     sites = None if sites is None else [int(s) for s in ([sites] if isinstance(sites, int) else sites)]
     runs = find_runs(model_root, model_name)
     log.info("%d finished runs under %s", len(runs), model_root)
     return [str(predict_run(r, data_root, Path(out_dir), sites, tta, batch_size, num_workers, device,
-                            overwrite, image_size, test_csv, reduce, crop=crop)) for r in runs]
+                            overwrite, image_size, test_csv, reduce, crop=crop, adabn=adabn)) for r in runs]

@@ -49,6 +49,11 @@ def check_names(cfg: dict):
         raise ConfigError(str(e)) from None
     source = make_source(dp)  # checks data_params/source, source_params and (rxrx1) dataset
     resolve(cfg, source)  # channels and sites against the source's own
+    for key, level in (("data_params/batch_by", dp.get("batch_by")),
+                       ("predict_params/adabn", (cfg.get("predict_params") or {}).get("adabn"))):
+        if level and level not in source.levels:
+            raise ConfigError(f"config key '{key}': unknown level '{level}' for source '{source.name}'; "
+                              f"known: {', '.join(sorted(source.levels))}")
     if dp["normalization"] not in modes(source):
         raise ConfigError(f"config key 'data_params/normalization': unknown mode '{dp['normalization']}' for "
                           f"source '{source.name}'; known: {', '.join(modes(source))}")

@@ -27,6 +27,7 @@ from cellpipe.core.errors import ConfigError
 from cellpipe.core.fsutil import atomic_path, write_csv, write_text
 from cellpipe.data.build import Prepared, prepare_training
 from cellpipe.data.dataset import SampleDataset, class_weights, sample_weights
+from cellpipe.data.sampling import GroupBatchSampler, group_codes
 from cellpipe.data.transforms import worker_init_fn
 from cellpipe.models import create_model, load_checkpoint
 from cellpipe.training.callbacks import EMACallback, EpochMetricsCallback, GradualUnfreezeCallback, HistoryCallback
@@ -70,15 +71,21 @@ def make_loaders(cfg, prepared: Prepared) -> "OrderedDict[str, DataLoader]":
              len(prepared.train), len(prepared.valid), len(prepared.labels))
     common = dict(num_workers=dp["num_workers"], worker_init_fn=worker_init_fn,
                   pin_memory=torch.cuda.is_available(), persistent_workers=dp["num_workers"] > 0)
-    train_kwargs = dict(shuffle=True)
-    if dp.get("balance") == "sampler":
+    train_kwargs = dict(shuffle=True, batch_size=dp["batch_size"], drop_last=dp["drop_last"])
+    if dp.get("batch_by"):
+        if dp.get("balance") == "sampler":
+            raise ConfigError("data_params/batch_by and data_params/balance=sampler both choose the batches; "
+                              "use one")
+        groups = group_codes(prepared.train.table, prepared.source, dp["batch_by"])
+        train_kwargs = dict(batch_sampler=GroupBatchSampler(groups, dp["batch_size"], cfg["seed"], dp["drop_last"]))
+    elif dp.get("balance") == "sampler":
         targets = prepared.train.targets
         weights = sample_weights(targets, len(prepared.labels))
         generator = torch.Generator().manual_seed(cfg["seed"])
-        train_kwargs = dict(sampler=WeightedRandomSampler(weights, len(weights), generator=generator))
+        train_kwargs = dict(sampler=WeightedRandomSampler(weights, len(weights), generator=generator),
+                            batch_size=dp["batch_size"], drop_last=dp["drop_last"])
     return OrderedDict(
-        train=DataLoader(prepared.train, batch_size=dp["batch_size"], drop_last=dp["drop_last"],
-                         **train_kwargs, **common),
+        train=DataLoader(prepared.train, **train_kwargs, **common),
         valid=DataLoader(prepared.valid, batch_size=dp["valid_batch_size"] or dp["batch_size"], shuffle=False,
                          **common),
     )

@@ -13,7 +13,7 @@ CONTAINER ?= kaggle-cell
 DATA_DIR ?= /data
 OUT_DIR ?= $(CURDIR)/logs
 
-.PHONY: help install demo demo-manifest demo-folder demo-phenix demo-rxrx1_2020 demo-hpa demo-moths test test-fast lint bench clean run exec stop docker-build
+.PHONY: help install demo bench-accuracy demo-manifest demo-folder demo-phenix demo-rxrx1_2020 demo-hpa demo-moths test test-fast lint bench clean run exec stop docker-build
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ lint: install  ## static checks (ruff: pyflakes rules and syntax errors)
 
 bench: install  ## speed benchmarks (print ratios against their targets)
 	$(PY) bench/bench_ensemble.py
+
+bench-accuracy: install  ## the tricks' ablation on the hard benchmark (configs/bench/accuracy.yml; ~45 min on 2 cores)
+	$(PY) bench/bench_accuracy.py
 
 clean:  ## remove demo outputs and caches (keeps .venv)
 	rm -rf $(DEMO_DIR) .pytest_cache

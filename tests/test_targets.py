@@ -335,3 +335,31 @@ def test_adabn_uses_each_groups_own_statistics():
     # after per-plate statistics the offset is gone: both plates give the same logits
     assert np.allclose(adapted[:4], adapted[4:], atol=1e-4) and not np.allclose(plain[:4], plain[4:])
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the model is left as it came
+
+
+def test_arcface_loss_adds_a_margin_to_the_true_class():
+    torch.manual_seed(0)
+    logits, cos = torch.randn(6, 4), torch.rand(6, 4) * 1.6 - 0.8
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+    ce = torch.nn.functional.cross_entropy
+    no_margin = create_criterion("ArcFaceCombined", arc_weight=1.0, margin=0.0, scale=10.0)
+    assert torch.isclose(no_margin((logits, cos), y), ce(10.0 * cos, y), atol=1e-5)
+    margin = create_criterion("ArcFaceCombined", arc_weight=1.0, margin=0.5, scale=10.0)
+    assert margin((logits, cos), y) > no_margin((logits, cos), y)  # the true class is made harder to reach
+    mixed = create_criterion("ArcFaceCombined", arc_weight=0.2, margin=0.5, scale=10.0)
+    assert torch.isclose(mixed((logits, cos), y), 0.8 * ce(logits, y) + 0.2 * margin((logits, cos), y))
+    assert torch.isclose(mixed(logits, y), ce(logits, y))  # validation: the softmax head alone
+
+
+def test_arcface_model_trains(tmp_path, capsys):
+    import train
+    from cellpipe.demo.generic import write_manifest
+
+    root = write_manifest(tmp_path / "m", per_class=6).parent
+    args = ["--config", "configs/classify.yml", "--overlay", "configs/data/manifest.yml", "--overlay", "configs/tiny.yml",
+            "--logdir", str(tmp_path / "run"), f"--data_params/root={root}", "--stages/finetune/num_epochs=1"]
+    assert train.main(args + ["--model_params/arcface=true"]) == 2  # centres without their loss
+    assert "ArcFaceCombined and model_params/arcface=true go together" in capsys.readouterr().err
+    assert train.main(args + ["--model_params/arcface=true", "--criterion_params/criterion=ArcFaceCombined"]) == 0
+    state = torch.load(tmp_path / "run" / "checkpoints" / "best.pth", weights_only=False)
+    assert state["model_state_dict"]["arc"].shape[0] == 4 and state["model_params"]["arcface"] is True

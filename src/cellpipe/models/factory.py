@@ -69,11 +69,13 @@ class CellClassifier(nn.Module):
     """``encoder`` (image -> features) followed by ``head`` (features -> logits)."""
 
     def __init__(self, encoder: Encoder, num_classes: int, model_name: str,
-                 n_channels: int, dropout: float = 0.0, stem: str = ""):
+                 n_channels: int, dropout: float = 0.0, stem: str = "", arcface: bool = False):
         super().__init__()
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.head = nn.Linear(encoder.num_features, num_classes)
+        # ArcFace: class centres on the unit sphere; ``cosines`` gives the training loss its input
+        self.arc = nn.Parameter(torch.randn(num_classes, encoder.num_features) * 0.01) if arcface else None
         self.model_name = model_name
         self.n_channels = n_channels
         self.num_classes = num_classes
@@ -81,6 +83,12 @@ class CellClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.encoder(x)))
+
+    def forward_with_cosines(self, x: torch.Tensor):
+        """(logits, cosine of the features to every ArcFace class centre): one encoder pass."""
+        f = self.encoder(x)
+        cos = nn.functional.linear(nn.functional.normalize(f), nn.functional.normalize(self.arc))
+        return self.head(self.dropout(f)), cos
 
     def freeze_backbone(self, frozen: bool = True) -> None:
         """Stop (or restart) gradients into the encoder; the head stays trainable."""
@@ -305,7 +313,7 @@ def keep_resolution(body: nn.Module, stem: str, stem_stride: Optional[int], stem
 
 def create_model(model: str, model_name: str, n_channels: int, num_classes: int,
                  pretrained=None, weight=None, dropout: float = 0.0, stem_stride: Optional[int] = None,
-                 stem_pool: bool = True, **kwargs) -> CellClassifier:
+                 stem_pool: bool = True, arcface: bool = False, **kwargs) -> CellClassifier:
     """Build a classifier from ``model_params``.
 
     model: registered builder (see ``model_names()``); model_name: its backbone.
@@ -315,6 +323,7 @@ def create_model(model: str, model_name: str, n_channels: int, num_classes: int,
         head is made afresh (so num_classes may differ). Overrides ``pretrained``.
     dropout: probability before the head.
     stem_stride / stem_pool: a smaller stem stride / no stem max-pool, for small images.
+    arcface: also learn ArcFace class centres (criterion ArcFaceCombined uses them in training).
     """
     if kwargs:
         accepted = ", ".join(inspect.signature(create_model).parameters)
@@ -328,7 +337,7 @@ def create_model(model: str, model_name: str, n_channels: int, num_classes: int,
     stem = adapt_stem(body, n_channels)
     keep_resolution(body, stem, stem_stride, stem_pool)
     net = CellClassifier(Encoder(body, num_features), num_classes, model_name, n_channels,
-                         dropout=dropout, stem=f"body.{stem}")
+                         dropout=dropout, stem=f"body.{stem}", arcface=bool(arcface))
     if weight is not None:
         load_encoder(net, weight)
     return net

@@ -27,6 +27,10 @@ def check_names(cfg: dict):
         raise ConfigError(f"config key 'data_params/target': unknown kind '{kind}'; known: {', '.join(KINDS)}")
     check_criterion(cfg["criterion_params"], kind, "criterion_params")
     check_mix(cfg.get("mix_params"))
+    arc_loss = cfg["criterion_params"]["criterion"] == "ArcFaceCombined"
+    if arc_loss != bool(cfg["model_params"].get("arcface")):
+        raise ConfigError("criterion_params/criterion=ArcFaceCombined and model_params/arcface=true go together "
+                          "(the loss needs the model's class centres, the centres need the loss)")
     check_criterion(cfg["valid_criterion_params"], kind, "valid_criterion_params")
     if kind != "single" and dp.get("balance") not in (None, "none"):
         raise ConfigError(f"config key 'data_params/balance'={dp['balance']} balances single labels; "

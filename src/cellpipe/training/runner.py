@@ -54,7 +54,13 @@ class CellRunner(dl.Runner):
         x, loss_targets = batch["features"], batch["targets"]
         if self.is_train_loader and self.mixer is not None:
             x, loss_targets = self.mixer.mix(x, loss_targets)
-        self.batch = {**batch, "logits": forward_sites(self.model, x), "loss_targets": loss_targets}
+        if self.is_train_loader and getattr(self.model, "arc", None) is not None:
+            logits, cos = self.model.forward_with_cosines(x)  # ArcFace trains on the cosines too
+            loss_inputs = (logits, cos)
+        else:
+            logits = forward_sites(self.model, x)
+            loss_inputs = logits
+        self.batch = {**batch, "logits": logits, "loss_inputs": loss_inputs, "loss_targets": loss_targets}
 
 
 def forward_sites(model, x: torch.Tensor) -> torch.Tensor:
@@ -154,7 +160,7 @@ def run_stage(cfg, name, model, loaders, logdir: Path, engine, criteria, labels=
     scheduler = create_scheduler(optimizer, st.get("scheduler_params"), st["num_epochs"], len(loaders["train"]))
     callbacks = [
         dl.ControlFlowCallbackWrapper(
-            dl.CriterionCallback(input_key="logits", target_key="loss_targets", metric_key="loss",
+            dl.CriterionCallback(input_key="loss_inputs", target_key="loss_targets", metric_key="loss",
                                  criterion_key="train"),
             loaders="train"),
         dl.ControlFlowCallbackWrapper(

@@ -19,7 +19,8 @@ RXRX_SOURCES = ("rxrx1",)
 
 
 def main(pred_dirs, out_dir, data_root=None, weights=None, model_names=None, channels=None, folds=None,
-         temperature: float = 1.0, assignment: bool = True, n_groups: int = 4, truth=None):
+         temperature: float = 1.0, assignment: bool = True, n_groups: int = 4, truth=None,
+         treatment_classes=None):
     """Ensemble every run under pred_dirs.
 
     Args:
@@ -33,6 +34,8 @@ def main(pred_dirs, out_dir, data_root=None, weights=None, model_names=None, cha
         temperature: RxRx1 only: softmax temperature of the mean logits.
         assignment: RxRx1 only: per-plate siRNA assignment (False submits the argmax).
         n_groups: RxRx1 only: siRNA plate groups in train.csv.
+        treatment_classes: RxRx1 only: logit columns that are treatments (default from train.csv);
+            further columns (controls trained as extra classes) are dropped.
         truth: other sources: a CSV (id, label) of held-out test labels to report test scores
             (generated data; nothing is tuned on them).
     """
@@ -42,7 +45,7 @@ def main(pred_dirs, out_dir, data_root=None, weights=None, model_names=None, cha
         if data_root is None:
             raise DataError("--data_root (train.csv, test.csv) is required to ensemble rxrx1 runs")
         return rxrx_ensemble.main(data_root, pred_dirs, out_dir, temperature, weights, model_names, channels, folds,
-                                  assignment, n_groups)
+                                  assignment, n_groups, treatment_classes)
     return average(pred_dirs, out_dir, weights, model_names, channels, folds, truth=truth)
 
 

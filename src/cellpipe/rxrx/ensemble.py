@@ -57,7 +57,7 @@ def _fold_valid(fold_runs, fold_weights, fold):
     return run_ids[0], average_logits(arrays, fold_weights)
 
 
-def oof_accuracy(runs, weights, train_df, groups, temperature) -> Optional[pd.DataFrame]:
+def oof_accuracy(runs, weights, train_df, groups, temperature, keep: Optional[int] = None) -> Optional[pd.DataFrame]:
     """Per-experiment accuracy (argmax vs assigned) of the out-of-fold ensemble."""
     weights = weights if weights is not None else [1.0] * len(runs)
     with_valid = [(r, w) for r, w in zip(runs, weights) if r.has_valid]
@@ -83,7 +83,7 @@ def oof_accuracy(runs, weights, train_df, groups, temperature) -> Optional[pd.Da
     if len(absent):
         raise DataError(f"validation id_code(s) not in train.csv, e.g. {list(absent[:5])}")
     wells = train.loc[ids].reset_index()
-    probs = softmax(np.concatenate(logit_parts), temperature)
+    probs = softmax(np.concatenate(logit_parts)[:, :keep], temperature)
     labels, _ = plate_labels(probs, wells, groups)
     return accuracy_table(wells["experiment"], wells["sirna"], probs.argmax(axis=1), labels)
 
@@ -115,6 +115,7 @@ def main(
     folds=None,
     assignment: bool = True,
     n_groups: int = plates.N_GROUPS,
+    treatment_classes: Optional[int] = None,
 ) -> Dict[str, float]:
     """Write submission.csv, test_assigned.csv, test_probs.npy and oof_accuracy.csv.
 
@@ -129,6 +130,8 @@ def main(
         folds: only these folds (an int or list; default all).
         assignment: per-plate siRNA assignment (default True); False submits the argmax.
         n_groups: siRNA plate groups expected in train.csv (default 4, as in RxRx1).
+        treatment_classes: logit columns that are treatment siRNAs (default: the highest siRNA
+            id of train.csv + 1); further columns (controls trained as extra classes) are dropped.
     """
     data_root, out_dir = Path(data_root), Path(out_dir)
     test_csv, train_csv = data_root / "test.csv", data_root / "train.csv"
@@ -153,12 +156,16 @@ def main(
     for path, width in widths.items():
         if width != n_classes:
             raise DataError(f"{path} has {width} classes but {runs[0].test_path} has {n_classes}")
+    n_treat = int(treatment_classes) if treatment_classes else int(train_df["sirna"].max()) + 1
+    if n_classes > n_treat:  # controls trained as extra classes: test wells are treatments
+        log.info("dropping %d logit columns beyond the %d treatment classes", n_classes - n_treat, n_treat)
+        n_classes = n_treat
     try:
         groups = plates.plate_groups(train_df, n_groups=n_groups, n_classes=n_classes)
     except DataError as e:
         raise DataError(f"{train_csv}: {e}") from None
 
-    probs = softmax(_mean_test_logits(runs, w, len(test_df)), temperature)
+    probs = softmax(_mean_test_logits(runs, w, len(test_df))[:, :n_classes], temperature)
     labels, well_groups = plate_labels(probs, test_df, groups, assignment)
     sub = pd.DataFrame({"id_code": test_df["id_code"].astype(str), "sirna": labels.astype(np.int64)})
     validate_submission(sub, test_df, n_classes)
@@ -176,7 +183,7 @@ def main(
              out_dir / layout.SUBMISSION, len(sub), n_classes, 100 * changed)
     result = {"n_runs": len(runs), "n_test": len(sub), "n_classes": n_classes, "changed_by_assignment": changed}
 
-    table = oof_accuracy(runs, w, train_df, groups, temperature)
+    table = oof_accuracy(runs, w, train_df, groups, temperature, keep=n_classes)
     if table is None:
         log.warning("no run has out-of-fold predictions; oof_accuracy.csv not written")
         return result

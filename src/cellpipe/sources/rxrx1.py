@@ -171,7 +171,18 @@ class Rxrx1Source(RxrxPlates):
         if csv is None:
             raise DataError(f"rxrx1 needs data_params/{name}_csv (a fold CSV; see src/make_folds.py)")
         offset = self.dp.get("control_offset", N_TREATMENTS)
-        return TABLES.build(self.kind, csv=csv, control_offset=offset).assign(split=name)
+        table = TABLES.build(self.kind, csv=csv, control_offset=offset).assign(split=name)
+        if name == "train" and self.dp.get("controls_as_classes"):
+            table = pd.concat([table, self.control_classes()], ignore_index=True)
+        return table
+
+    def control_classes(self) -> pd.DataFrame:
+        """Every control well (train and test experiments: Kaggle labels them) as extra training classes:
+        the label is the control's own siRNA id (classes control_offset.. after the treatments)."""
+        parts = [read_csv(self.root / f"{d}_controls.csv", ["experiment", "plate", "well", "sirna"]).assign(dataset=d)
+                 for d in DATASETS]
+        df = pd.concat(parts, ignore_index=True)
+        return _finish(df.assign(label=df["sirna"]), f"{self.root}/*_controls.csv").assign(split="train")
 
     def image_files(self, row, site: int, channels: Sequence[int]):
         return [image_path(self.root, row["dataset"], row["experiment"], row["plate"], row["well"], site, c)

@@ -55,9 +55,18 @@ def run_row(name, row, cfg, data, csv, out: Path, python) -> dict:
         "--model_name", "test_resnet", "--out_dir", out / "predictions", *row.get("predict", [])], log=log)
     sh([python, "src/ensemble.py", "--data_root", data, "--pred_dirs", out / "predictions",
         "--out_dir", out / "ensemble"], log=log)
-    oof = pd.read_csv(out / "ensemble" / "oof_accuracy.csv").set_index("experiment").loc["ALL"]
+    final = out / "ensemble"
+    rounds = row.get("pseudo_rounds")
+    if rounds:  # progressive pseudo-labelling on top of this row's Part II ensemble
+        sh(["bash", "bin/train_pseudo_rounds.sh", *cfg.get("train", []), *row.get("train", [])],
+           {**env, "PRED_DIR": str(out / "predictions_pseudo"), "ENS_DIR": str(out / "ensembles"),
+            "ENSEMBLE_DIR": str(final), "PSEUDO_CSV_ROOT": str(out / "csv"), "ROUNDS": str(rounds["rounds"]),
+            "TOP_STEP": str(rounds["top_step"]),
+            "UNIT": rounds.get("unit", "plate"), "PREDICT_ARGS": " ".join(row.get("predict", []))}, log)
+        final = out / "ensembles" / f"pseudo_r{rounds['rounds']}"
+    oof = pd.read_csv(final / "oof_accuracy.csv").set_index("experiment").loc["ALL"]
     result = {"row": name, "oof_argmax": float(oof["acc_argmax"]), "oof_assigned": float(oof["acc_assigned"]),
-              **test_accuracy(out / "ensemble", data), "minutes": round((time.time() - started) / 60, 1)}
+              **test_accuracy(final, data), "minutes": round((time.time() - started) / 60, 1)}
     done.write_text(json.dumps(result, indent=2))
     return result
 

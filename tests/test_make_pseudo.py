@@ -142,3 +142,14 @@ def test_train_pseudo_script_trains_one_run(ens, pseudo_all, tmp_path):
     assert cfg["data_params"]["train_csv"] == f"{pseudo_all['out']}/train_0.csv"
     assert cfg["model_params"]["weight"] is None
     assert "train samples: %d" % len(pd.read_csv(pseudo_all["out"] / "train_0.csv")) in (run / "train.log").read_text()
+
+
+def test_plate_units_rank_plates_by_confidence():
+    from cellpipe.rxrx.pseudo import choose_experiments, experiment_confidence
+
+    assigned = pd.DataFrame({"experiment": ["A", "A", "A", "B"], "plate": [1, 1, 2, 1], "prob": [0.9, 0.7, 0.2, 0.5]})
+    conf = experiment_confidence(assigned, unit="plate")
+    assert conf["unit"].tolist() == ["A/Plate1", "B/Plate1", "A/Plate2"]
+    assert choose_experiments(conf, top=2) == ["A/Plate1", "B/Plate1"]
+    with pytest.raises(DataError, match="--unit must be one of"):
+        experiment_confidence(assigned, unit="well")

@@ -24,25 +24,41 @@ ASSIGNED = "test_assigned.csv"
 COLUMNS = ["id_code", "experiment", "plate", "well", "sirna", "dataset"]
 
 
-def experiment_confidence(assigned: pd.DataFrame) -> pd.DataFrame:
-    """Mean ensemble probability of the assigned siRNA, per test experiment."""
-    return (assigned.groupby("experiment")["prob"].agg(["mean", "size"])
+UNITS = {"experiment": ["experiment"], "plate": ["experiment", "plate"]}
+
+
+def unit_names(df: pd.DataFrame, unit: str) -> pd.Series:
+    """``HEPG2-08`` per experiment, ``HEPG2-08/Plate2`` per plate."""
+    if unit == "plate":
+        return df["experiment"].astype(str) + "/Plate" + df["plate"].astype(int).astype(str)
+    return df["experiment"].astype(str)
+
+
+def experiment_confidence(assigned: pd.DataFrame, unit: str = "experiment") -> pd.DataFrame:
+    """Mean ensemble probability of the assigned siRNA, per test experiment (or plate: ``unit``)."""
+    if unit not in UNITS:
+        raise DataError(f"--unit must be one of {list(UNITS)}, got {unit!r}")
+    conf = (assigned.groupby(UNITS[unit])["prob"].agg(["mean", "size"])
             .rename(columns={"mean": "confidence", "size": "n_wells"}).reset_index()
             .sort_values("confidence", ascending=False))
+    if unit == "plate":
+        conf.insert(0, "unit", unit_names(conf, unit))
+    return conf
 
 
 def choose_experiments(conf: pd.DataFrame, experiments=None, min_confidence: float = 0.0, top: int = None):
-    """By name when given, else every experiment at or above min_confidence (best `top`)."""
+    """By name when given, else every unit (experiment or plate) at or above min_confidence (best `top`)."""
+    key = "unit" if "unit" in conf.columns else "experiment"
     if experiments:
         names = [e.strip() for e in (experiments.split(",") if isinstance(experiments, str) else experiments)]
-        unknown = sorted(set(names) - set(conf["experiment"]))
+        unknown = sorted(set(names) - set(conf[key]))
         if unknown:
-            raise DataError(f"experiments {unknown} are not in the ensemble's test predictions")
+            raise DataError(f"{key}s {unknown} are not in the ensemble's test predictions")
         return names
     chosen = conf[conf["confidence"] >= float(min_confidence)]
     if top:
         chosen = chosen.head(int(top))
-    return chosen["experiment"].tolist()
+    return chosen[key].tolist()
 
 
 def fold_ids(csv_dir: Path):
@@ -54,7 +70,7 @@ def fold_ids(csv_dir: Path):
 
 
 def main(data_root, ensemble_dir, csv_dir="csv", out_dir="csv/pseudo", experiments=None,
-         min_confidence: float = 0.0, top: int = None):
+         min_confidence: float = 0.0, top: int = None, unit: str = "experiment"):
     """Write {out_dir}/train_{k}.csv and valid_{k}.csv for every fold in csv_dir.
 
     Args:
@@ -64,7 +80,9 @@ def main(data_root, ensemble_dir, csv_dir="csv", out_dir="csv/pseudo", experimen
         out_dir: where the pseudo-label fold CSVs go.
         experiments: comma-separated test experiments to add (overrides the rule).
         min_confidence: add experiments whose mean assigned probability is >= this.
-        top: keep at most this many of the most confident experiments.
+        top: keep at most this many of the most confident experiments (plates).
+        unit: experiment | plate: what is chosen whole (progressive rounds add the most confident
+            plates first: bin/train_pseudo_rounds.sh).
     """
     csv_dir, out_dir = Path(csv_dir), Path(out_dir)
     assigned_path = Path(ensemble_dir) / ASSIGNED
@@ -73,12 +91,12 @@ def main(data_root, ensemble_dir, csv_dir="csv", out_dir="csv/pseudo", experimen
     stray = sorted(set(assigned["id_code"]) - set(test["id_code"]))
     if stray:
         raise DataError(f"{assigned_path} has id_codes not in test.csv, e.g. {stray[:3]}")
-    conf = experiment_confidence(assigned)
+    conf = experiment_confidence(assigned, unit)
     chosen = choose_experiments(conf, experiments, min_confidence, top)
     if not chosen:
-        raise DataError(f"no test experiment reaches min_confidence={min_confidence}; best is "
+        raise DataError(f"no test {unit} reaches min_confidence={min_confidence}; best is "
                         f"{conf['confidence'].max():.3f}")
-    pseudo = assigned[assigned["experiment"].isin(chosen)].assign(dataset="test")[COLUMNS]
+    pseudo = assigned[unit_names(assigned, unit).isin(chosen)].assign(dataset="test")[COLUMNS]
     log.info("pseudo-labelling %d wells of %s", len(pseudo), chosen)
     for k in fold_ids(csv_dir):
         train = rxrx.read_csv(csv_dir / f"train_{k}.csv", ["id_code", "experiment", "plate", "well", "sirna"])
@@ -86,9 +104,10 @@ def main(data_root, ensemble_dir, csv_dir="csv", out_dir="csv/pseudo", experimen
         write_csv(pd.concat([train.assign(dataset="train")[COLUMNS], pseudo], ignore_index=True),
                   out_dir / f"train_{k}.csv")
         write_csv(valid.assign(dataset="train")[COLUMNS], out_dir / f"valid_{k}.csv")
-    write_csv(conf.assign(chosen=conf["experiment"].isin(chosen)), out_dir / "pseudo_experiments.csv")
-    write_text(json.dumps({"experiments": chosen, "min_confidence": min_confidence, "top": top,
+    key = "unit" if unit == "plate" else "experiment"
+    write_csv(conf.assign(chosen=conf[key].isin(chosen)), out_dir / "pseudo_experiments.csv")
+    write_text(json.dumps({"experiments": chosen, "unit": unit, "min_confidence": min_confidence, "top": top,
                            "source": str(assigned_path), "n_wells": len(pseudo)}, indent=2),
                out_dir / "pseudo.json")
-    print(conf.assign(chosen=conf["experiment"].isin(chosen)).to_string(index=False))
+    print(conf.assign(chosen=conf[key].isin(chosen)).to_string(index=False))
     return {"experiments": chosen, "n_wells": len(pseudo), "out_dir": str(out_dir)}

@@ -394,3 +394,42 @@ def test_controls_as_extra_classes_and_the_ensemble_drops_them(tmp_path):
     out = rxrx_ensemble(str(data), str(tmp_path / "pred"), str(tmp_path / "ens"))
     sub = pd.read_csv(tmp_path / "ens" / "submission.csv")
     assert out["n_classes"] == 8 and (sub["sirna"].to_numpy() == truth).all()
+
+
+def test_context_embedding_changes_the_logits_and_is_required():
+    from cellpipe.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model("timm", "test_resnet", n_channels=2, num_classes=3, context_column="cell_type",
+                       context_values=["HEPG2", "HUVEC"])
+    with torch.no_grad():
+        net.context.weight[1] += 5.0  # a trained model: the two cell types differ
+    net.eval()
+    x = torch.randn(2, 2, 16, 16)
+    same = net(x, torch.tensor([0, 0]))
+    assert not torch.allclose(same, net(x, torch.tensor([1, 1])))
+    with pytest.raises(ValueError, match="context"):
+        net(x)
+    with pytest.raises(ConfigError, match="context_values"):
+        create_model("timm", "test_resnet", n_channels=2, num_classes=3, context_column="cell_type",
+                     context_values="auto")
+
+
+def test_cell_type_context_trains_and_predicts(tmp_path, demo_root, trained_runs, capsys):
+    import train
+    from cellpipe.inference.predict import predict_run
+    from conftest import tiny_train_args
+
+    run = tmp_path / "ctx" / "[1,2,3,4,5]" / "fold_0" / "m"
+    args = tiny_train_args(demo_root, trained_runs["csv_dir"], 0, run)
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(args + ["--model_params/context_column=nope"])
+    assert "'model_params/context_column'='nope'" in str(exit_info.value.code)
+    assert train.main(args + ["--model_params/context_column=cell_type", "--model_params/arcface=true",
+                              "--criterion_params/criterion=ArcFaceCombined"]) == 0
+    state = torch.load(run / "checkpoints" / "best.pth", weights_only=False)
+    assert state["model_params"]["context_values"] == ["HEPG2", "HUVEC"]
+    assert state["model_state_dict"]["context.weight"].shape[0] == 2
+    dest = predict_run(run, demo_root, tmp_path / "pred", adabn="plate")
+    logits = np.load(dest / "pred_test.npy")
+    assert logits.shape == (len(pd.read_csv(demo_root / "test.csv")), 16) and np.isfinite(logits).all()

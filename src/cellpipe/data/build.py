@@ -62,26 +62,45 @@ def resolve(cfg: dict, source) -> None:
                           f"data_params/channels={dp['channels']} ({n} channels)")
 
 
+def context_spec(mp: dict):
+    """(column, values) of ``model_params/context_column``, or None."""
+    return (mp["context_column"], mp["context_values"]) if mp.get("context_column") else None
+
+
+def resolve_context(mp: dict, train: pd.DataFrame, where: str) -> None:
+    """Fill ``model_params/context_values`` (auto) with the training table's values of the context column."""
+    column = mp.get("context_column")
+    if not column:
+        return
+    if column not in train.columns:
+        raise ConfigError(f"config key 'model_params/context_column'={column!r}: {where} has no such column; "
+                          f"it has {list(train.columns)}")
+    if mp.get("context_values") in (None, "auto"):
+        mp["context_values"] = sorted(train[column].astype(str).unique().tolist())
+
+
 def make_eval_dataset(dp: dict, source, table: pd.DataFrame, labels: LabelMap, normalizer: Normalizer,
-                      where: str) -> SampleDataset:
+                      where: str, context=None) -> SampleDataset:
     """A deterministic (all sites, no augmentation) dataset of ``table``; unlabelled rows get target -1."""
     targets = labels.encode(table, where)
     if dp.get("check_files", True):
         verify_files(table, source, dp["channels"], dp["valid_sites"], where)
     augs = (dp.get("augmentations") or {}).get("valid")
     return SampleDataset(table, source, dp["channels"], dp["valid_sites"], dp["image_size"], normalizer,
-                         build_transforms(augs), train=False, targets=targets)
+                         build_transforms(augs), train=False, targets=targets, context=context,
+                         where=where)
 
 
 def train_dataset(dp: dict, source, table: pd.DataFrame, labels: LabelMap, normalizer: Normalizer, where: str,
-                  seed: Optional[int]) -> SampleDataset:
+                  seed: Optional[int], context=None) -> SampleDataset:
     """The augmented one-random-site-per-draw dataset of ``table`` (labelled rows only)."""
     targets = labels.encode(table, where)
     if dp.get("check_files", True):
         verify_files(table, source, dp["channels"], dp["train_sites"], where)
     augs = (dp.get("augmentations") or {}).get("train")
     return SampleDataset(table, source, dp["channels"], dp["train_sites"], dp["image_size"], normalizer,
-                         build_transforms(augs, seed), train=True, targets=targets)
+                         build_transforms(augs, seed), train=True, targets=targets, context=context,
+                         where=where)
 
 
 def prepare_training(cfg: dict, workers: int = 4) -> Prepared:
@@ -114,8 +133,11 @@ def prepare_training(cfg: dict, workers: int = 4) -> Prepared:
         verify_files(train, source, dp["channels"], dp["train_sites"], where)
         check_channel_count(train, source, dp["channels"], where)
     normalizer = make_normalizer(dp, source, [train, valid], workers=workers)
-    train_ds = train_dataset(dict(dp, check_files=False), source, train, labels, normalizer, where, cfg["seed"])
-    valid_ds = make_eval_dataset(dp, source, valid, labels, normalizer, f"{source.describe()} valid split")
+    resolve_context(mp, train, where)
+    context = context_spec(mp)
+    train_ds = train_dataset(dict(dp, check_files=False), source, train, labels, normalizer, where, cfg["seed"],
+                             context)
+    valid_ds = make_eval_dataset(dp, source, valid, labels, normalizer, f"{source.describe()} valid split", context)
     if labels.kind == "single" and len(np.unique(train_ds.targets)) < 2:
         log.warning("the training split holds a single class")
     return Prepared(source, train_ds, valid_ds, labels, normalizer)

@@ -6,7 +6,7 @@ prediction are deterministic and can average the sites' logits.
 """
 import logging
 import random
-from typing import List, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -23,7 +23,8 @@ class SampleDataset(Dataset):
     """Rows of a sample table and their targets -> {"features", "targets", "index"}."""
 
     def __init__(self, table: pd.DataFrame, source, channels: Sequence[int], sites: Sequence[int],
-                 image_size: int, normalizer, transforms=None, train: bool = True, targets=None):
+                 image_size: int, normalizer, transforms=None, train: bool = True, targets=None,
+                 context: Optional[Tuple[str, Sequence[str]]] = None, where: str = "sample table"):
         self.table = table.reset_index(drop=True)
         if targets is None:
             targets = self.table["target"].to_numpy() if "target" in self.table.columns else np.full(len(table), -1)
@@ -41,6 +42,8 @@ class SampleDataset(Dataset):
         self.normalizer = normalizer
         self.transforms = transforms
         self.train = train
+        self.context = context
+        self.context_codes = context_codes(self.table, *context, where) if context else None
 
     def __len__(self):
         return len(self.rows)
@@ -64,7 +67,23 @@ class SampleDataset(Dataset):
             x = np.stack([self.load(row, s) for s in self.sites])
         target = self.targets[index]
         target = int(target) if self.targets.ndim == 1 else torch.as_tensor(target)
-        return {"features": torch.from_numpy(x), "targets": target, "index": index}
+        item = {"features": torch.from_numpy(x), "targets": target, "index": index}
+        if self.context_codes is not None:
+            item["context"] = int(self.context_codes[index])
+        return item
+
+
+def context_codes(table: pd.DataFrame, column: str, values: Sequence[str], where: str = "sample table") -> np.ndarray:
+    """Index of each row's ``column`` value in ``values`` (the model's context vocabulary)."""
+    if column not in table.columns:
+        raise DataError(f"{where}: model_params/context_column '{column}' is not a column; it has {list(table.columns)}")
+    index = {str(v): i for i, v in enumerate(values)}
+    cells = table[column].astype(str)
+    unknown = sorted(set(cells) - set(index))
+    if unknown:
+        raise DataError(f"{where}: column '{column}' holds {unknown[:5]}, which the model never saw "
+                        f"(it knows {list(values)})")
+    return cells.map(index).to_numpy(dtype=np.int64)
 
 
 def verify_files(table: pd.DataFrame, source, channels: Sequence[int], sites: Sequence[int], where="") -> None:

@@ -32,8 +32,11 @@ def adapt_bn(model, dataset, batch_size: int, num_workers: int = 0, device=None)
     for m in layers:
         m.train()
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers):
-        x = batch["features"].to(device)
-        model(x.flatten(0, 1) if x.ndim == 5 else x)
+        x, context = batch["features"].to(device), batch.get("context")
+        if x.ndim == 5:
+            context = None if context is None else context.repeat_interleave(x.shape[1])
+            x = x.flatten(0, 1)
+        model(x) if context is None else model(x, context)
     for m, momentum in zip(layers, saved):
         m.momentum = momentum
     model.eval()

@@ -21,7 +21,7 @@ import yaml
 from cellpipe.core import layout
 from cellpipe.core.errors import DataError
 from cellpipe.core.fsutil import write_csv, write_npy, write_text
-from cellpipe.data.build import make_eval_dataset, split_table
+from cellpipe.data.build import context_spec, make_eval_dataset, split_table
 from cellpipe.data.labels import label_map_from_dict
 from cellpipe.data.normalize import make_normalizer
 from cellpipe.inference.adabn import adabn_logits
@@ -147,8 +147,9 @@ def predict_run(run_dir: Path, data_root, out_dir: Path, sites=None, tta=None, b
     test = split_table(source, dp, "test", test_csv)
     valid = split_table(source, dp, "valid")
     normalizer = make_normalizer(dp, source, [test, valid], state=payload.get("normalization"))
-    test_ds = make_eval_dataset(dp, source, test, labels, normalizer, f"{source.describe()} test split")
-    valid_ds = make_eval_dataset(dp, source, valid, labels, normalizer, f"{source.describe()} valid split")
+    context = context_spec(payload["model_params"])
+    test_ds = make_eval_dataset(dp, source, test, labels, normalizer, f"{source.describe()} test split", context)
+    valid_ds = make_eval_dataset(dp, source, valid, labels, normalizer, f"{source.describe()} valid split", context)
     args = dict(batch_size=batch_size, num_workers=num_workers, device=device,
                 views=tta_views(views["tta"], views["crop"]), reduce=views["reduce"])
     name = f"{run_dir.parent.parent.name}/{run_dir.parent.name}"

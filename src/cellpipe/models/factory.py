@@ -12,7 +12,7 @@ import logging
 import pickle
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
 import timm
 import torch
@@ -69,9 +69,14 @@ class CellClassifier(nn.Module):
     """``encoder`` (image -> features) followed by ``head`` (features -> logits)."""
 
     def __init__(self, encoder: Encoder, num_classes: int, model_name: str,
-                 n_channels: int, dropout: float = 0.0, stem: str = "", arcface: bool = False):
+                 n_channels: int, dropout: float = 0.0, stem: str = "", arcface: bool = False,
+                 context_values: Optional[Sequence[str]] = None):
         super().__init__()
         self.encoder = encoder
+        # a categorical input beside the image (the 1st RxRx1 place gave the cell type): one learned
+        # vector per value, added to the image features before both heads
+        self.context_values = list(context_values or [])
+        self.context = nn.Embedding(len(self.context_values), encoder.num_features) if self.context_values else None
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.head = nn.Linear(encoder.num_features, num_classes)
         # ArcFace: class centres on the unit sphere; ``cosines`` gives the training loss its input
@@ -81,12 +86,20 @@ class CellClassifier(nn.Module):
         self.num_classes = num_classes
         self.stem = stem  # name of the n-channel conv inside ``encoder``
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.encoder(x)))
-
-    def forward_with_cosines(self, x: torch.Tensor):
-        """(logits, cosine of the features to every ArcFace class centre): one encoder pass."""
+    def features(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
         f = self.encoder(x)
+        if self.context is not None:
+            if context is None:
+                raise ValueError("this model takes a context input (model_params/context_column) and got none")
+            f = f + self.context(context.to(f.device))
+        return f
+
+    def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.head(self.dropout(self.features(x, context)))
+
+    def forward_with_cosines(self, x: torch.Tensor, context: Optional[torch.Tensor] = None):
+        """(logits, cosine of the features to every ArcFace class centre): one encoder pass."""
+        f = self.features(x, context)
         cos = nn.functional.linear(nn.functional.normalize(f), nn.functional.normalize(self.arc))
         return self.head(self.dropout(f)), cos
 
@@ -313,7 +326,8 @@ def keep_resolution(body: nn.Module, stem: str, stem_stride: Optional[int], stem
 
 def create_model(model: str, model_name: str, n_channels: int, num_classes: int,
                  pretrained=None, weight=None, dropout: float = 0.0, stem_stride: Optional[int] = None,
-                 stem_pool: bool = True, arcface: bool = False, **kwargs) -> CellClassifier:
+                 stem_pool: bool = True, arcface: bool = False, context_column: Optional[str] = None,
+                 context_values: Optional[Sequence[str]] = None, **kwargs) -> CellClassifier:
     """Build a classifier from ``model_params``.
 
     model: registered builder (see ``model_names()``); model_name: its backbone.
@@ -324,6 +338,8 @@ def create_model(model: str, model_name: str, n_channels: int, num_classes: int,
     dropout: probability before the head.
     stem_stride / stem_pool: a smaller stem stride / no stem max-pool, for small images.
     arcface: also learn ArcFace class centres (criterion ArcFaceCombined uses them in training).
+    context_column / context_values: a categorical column of the sample table (e.g. cell_type) given
+        to the model as a learned embedding; the values are filled from the training table.
     """
     if kwargs:
         accepted = ", ".join(inspect.signature(create_model).parameters)
@@ -333,11 +349,15 @@ def create_model(model: str, model_name: str, n_channels: int, num_classes: int,
         # The checkpoint replaces the whole encoder, so skip reading ImageNet weights.
         logger.info("model_params.weight is set: ignoring model_params.pretrained=%s", pretrained)
         pretrained = None
+    if context_column and (isinstance(context_values, str) or not context_values):
+        raise ConfigError(f"config key 'model_params/context_values'={context_values!r}: the training table fills "
+                          f"it from column '{context_column}' (model_params/context_column)")
     body, num_features = builder(model_name, pretrained=pretrained)
     stem = adapt_stem(body, n_channels)
     keep_resolution(body, stem, stem_stride, stem_pool)
     net = CellClassifier(Encoder(body, num_features), num_classes, model_name, n_channels,
-                         dropout=dropout, stem=f"body.{stem}", arcface=bool(arcface))
+                         dropout=dropout, stem=f"body.{stem}", arcface=bool(arcface),
+                         context_values=context_values if context_column else None)
     if weight is not None:
         load_encoder(net, weight)
     return net

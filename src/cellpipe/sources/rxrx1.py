@@ -91,6 +91,7 @@ def _finish(df: pd.DataFrame, csv) -> pd.DataFrame:
         )
     df["id"] = df["id_code"].astype(str)
     df["group"] = df["experiment"].astype(str)
+    df["cell_type"] = df["experiment"].map(cell_type)  # for model_params/context_column
     df["split"] = "train"  # the caller says which split the rows are for
     return finish_table(df, str(csv))
 

@@ -37,10 +37,12 @@ def predict_logits(model, dataset, batch_size: int, num_workers: int = 0, device
             x = x[:, None]
         b, s = x.shape[:2]
         flat = x.flatten(0, 1)
+        context = batch.get("context")
+        context = None if context is None else context.to(device).repeat_interleave(s)
         per_view = []
         for view in views:
             with torch.autocast(device.type, enabled=use_amp):
-                per_view.append(model(view(flat)).float())
+                per_view.append((model(view(flat)) if context is None else model(view(flat), context)).float())
         stacked = torch.stack(per_view)
         combined = stacked.max(dim=0).values if reduce == "max" else stacked.mean(dim=0)
         out.append(combined.view(b, s, -1).mean(dim=1).cpu())

@@ -51,24 +51,26 @@ class CellRunner(dl.Runner):
         self.mixer = mixer
 
     def handle_batch(self, batch):
-        x, loss_targets = batch["features"], batch["targets"]
+        x, loss_targets, context = batch["features"], batch["targets"], batch.get("context")
         if self.is_train_loader and self.mixer is not None:
             x, loss_targets = self.mixer.mix(x, loss_targets)
         if self.is_train_loader and getattr(self.model, "arc", None) is not None:
-            logits, cos = self.model.forward_with_cosines(x)  # ArcFace trains on the cosines too
+            logits, cos = self.model.forward_with_cosines(x, context)  # ArcFace trains on the cosines too
             loss_inputs = (logits, cos)
         else:
-            logits = forward_sites(self.model, x)
+            logits = forward_sites(self.model, x, context)
             loss_inputs = logits
         self.batch = {**batch, "logits": logits, "loss_inputs": loss_inputs, "loss_targets": loss_targets}
 
 
-def forward_sites(model, x: torch.Tensor) -> torch.Tensor:
+def forward_sites(model, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Logits of a batch; an eval batch (B, sites, C, H, W) averages its sites' logits."""
-    if x.ndim == 5:
-        b, s = x.shape[:2]
-        return model(x.flatten(0, 1)).view(b, s, -1).mean(dim=1)
-    return model(x)
+    sites = x.shape[1] if x.ndim == 5 else 0
+    if sites:
+        x = x.flatten(0, 1)
+        context = None if context is None else context.repeat_interleave(sites)
+    logits = model(x) if context is None else model(x, context)  # plain nn.Modules take no context
+    return logits.view(-1, sites, logits.shape[-1]).mean(dim=1) if sites else logits
 
 
 def make_loaders(cfg, prepared: Prepared) -> "OrderedDict[str, DataLoader]":
@@ -140,7 +142,7 @@ def write_sample_logs(model, prepared: Prepared, cfg, run_dir: Path, stage: str)
     dp = cfg["data_params"]
     tr = prepared.train
     plain_train = SampleDataset(tr.table, tr.source, tr.channels, tr.sites, tr.image_size, tr.normalizer,
-                                None, train=False, targets=tr.targets)
+                                None, train=False, targets=tr.targets, context=tr.context)
     for split, ds in (("train", plain_train), ("valid", prepared.valid)):
         logits = predict_logits(model, ds, dp["valid_batch_size"] or dp["batch_size"], desc=f"{stage} {split} log")
         table = prediction_table(logits, ds.table, prepared.labels, ds.targets)

@@ -82,10 +82,15 @@ def test_keep_epochs_and_predict_a_chosen_epoch(manifest, tmp_path):
                  "--data_params/balance=loss")
     kept = sorted(p.name for p in (run / "finetune" / "checkpoints").glob("model.0*.pth"))
     assert kept == ["model.0001.pth", "model.0002.pth", "model.0003.pth"]
-    a = predict_run(run, None, tmp_path, dest=tmp_path / "e1", epoch=1)
+    best_epoch = json.loads((run / "DONE.json").read_text())["best_epoch"]
+    other = 3 if best_epoch != 3 else 1
+    a = predict_run(run, None, tmp_path, dest=tmp_path / "other", epoch=other)
     b = predict_run(run, None, tmp_path, dest=tmp_path / "best")
-    assert json.loads((a / "meta.json").read_text())["epoch"] == 1
+    c = predict_run(run, None, tmp_path, dest=tmp_path / "best_epoch", epoch=best_epoch)
+    assert json.loads((a / "meta.json").read_text())["epoch"] == other
     assert not np.allclose(np.load(a / "pred_test.npy"), np.load(b / "pred_test.npy"))  # different weights
+    # the run's model is its best epoch (catalyst 22.4's model.best.pth was the last epoch's)
+    assert np.array_equal(np.load(c / "pred_test.npy"), np.load(b / "pred_test.npy"))
     with pytest.raises(DataError, match="no checkpoint of epoch 9.*model.0003.pth"):
         predict_run(run, None, tmp_path, dest=tmp_path / "e9", epoch=9)
 

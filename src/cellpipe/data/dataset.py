@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cellpipe.core.errors import DataError
+from cellpipe.data.transforms import reseed
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,14 @@ class SampleDataset(Dataset):
         return np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
 
     def __getitem__(self, index):
+        pick = random
+        if isinstance(index, tuple):  # (index, seed) from data.sampling.SeededBatches
+            index, seed = index
+            pick = random.Random(seed)
+            reseed(self.transforms, seed)
         row = self.rows[index]
         if self.train:
-            x = self.load(row, random.choice(self.sites))
+            x = self.load(row, pick.choice(self.sites))
         else:
             x = np.stack([self.load(row, s) for s in self.sites])
         target = self.targets[index]

@@ -4,10 +4,11 @@ The 5th place of RxRx1 trained on batches of a single plate, so that BatchNorm's
 statistics are a plate's statistics, as they are at prediction with AdaBN (inference.adabn).
 ``data_params/batch_by: plate`` (any normalisation level of the source) turns it on.
 """
-from typing import Iterator, List, Sequence
+from typing import Iterable, Iterator, List, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
+import torch
 from torch.utils.data import Sampler
 
 from cellpipe.core.errors import ConfigError
@@ -28,12 +29,14 @@ def group_codes(table: pd.DataFrame, source, level: str) -> np.ndarray:
 class GroupBatchSampler(Sampler[List[int]]):
     """Each epoch: every group's rows shuffled and cut into batches of ``batch_size`` (a group's
     last batch may be smaller; ``drop_last`` drops it when it has one sample only, as BatchNorm
-    needs two), all batches shuffled."""
+    needs two), all batches shuffled. Each epoch's order comes from ``seed`` and torch's global
+    generator (as RandomSampler's does), which catalyst reseeds every epoch: a resumed run sees
+    the same order."""
 
     def __init__(self, groups: Sequence[int], batch_size: int, seed: int = 0, drop_last: bool = False):
         self.groups = np.asarray(groups)
         self.batch_size, self.drop_last = int(batch_size), drop_last
-        self.rng = np.random.default_rng(seed)
+        self.seed = int(seed)
 
     def _batches(self, rng) -> List[List[int]]:
         out = []
@@ -47,7 +50,29 @@ class GroupBatchSampler(Sampler[List[int]]):
         return [out[i] for i in order]
 
     def __iter__(self) -> Iterator[List[int]]:
-        return iter(self._batches(self.rng))
+        draw = int(torch.randint(0, 2**31 - 1, ()).item())
+        return iter(self._batches(np.random.default_rng([self.seed, draw])))
 
     def __len__(self) -> int:
         return len(self._batches(np.random.default_rng(0)))
+
+
+class SeededBatches(Sampler[List[Tuple[int, int]]]):
+    """Batches of (index, seed): every draw carries the seed of its own randomness (site, augmentation).
+
+    The seeds come from torch's global generator in the main process, which catalyst reseeds
+    every epoch, so an epoch's draws are the same whatever the number of (persistent) workers and
+    after a resume from that epoch.
+    """
+
+    def __init__(self, batches: Iterable[List[int]]):
+        self.batches = batches
+        self.batch_size = getattr(batches, "batch_size", None)  # catalyst reads it
+
+    def __iter__(self) -> Iterator[List[Tuple[int, int]]]:
+        for batch in self.batches:
+            seeds = torch.randint(0, 2**31 - 1, (len(batch),)).tolist()
+            yield list(zip(batch, seeds))
+
+    def __len__(self) -> int:
+        return len(self.batches)

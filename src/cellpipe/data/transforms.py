@@ -1,5 +1,6 @@
-"""Augmentations declared in YAML (albumentations), seeded per run and per worker."""
+"""Augmentations declared in YAML (albumentations), seeded per draw."""
 import inspect
+import random
 from typing import List, Optional
 
 import albumentations as A
@@ -12,8 +13,8 @@ from cellpipe.core.errors import DataError
 def build_transforms(specs: Optional[List[dict]], seed: Optional[int] = None) -> Optional[A.Compose]:
     """YAML list of {transform: ClassName, **kwargs} -> albumentations Compose.
 
-    albumentations 2 keeps its own random state, so the run's seed goes in here
-    (and worker_init_fn gives each DataLoader worker its own stream).
+    albumentations 2 keeps its own random state; ``reseed`` sets it (the training
+    dataset reseeds it for every draw, see data.sampling.SeededBatches).
     """
     if not specs:
         return None
@@ -34,18 +35,26 @@ def build_transforms(specs: Optional[List[dict]], seed: Optional[int] = None) ->
             out.append(cls(**spec))
         except (TypeError, ValueError) as e:
             raise DataError(f"augmentations[{i}] {name}: {e}") from None
-    return A.Compose(out, seed=seed)
+    compose = A.Compose(out)
+    reseed(compose, seed)
+    return compose
+
+
+def reseed(compose: Optional[A.Compose], seed: Optional[int]) -> None:
+    """One random stream shared by every transform of ``compose``.
+
+    Not ``Compose(seed=)`` / ``set_random_seed``: albumentations 2.0 gives each child transform
+    its own generator with the same seed, so HorizontalFlip and VerticalFlip (p=0.5) then fire
+    together on every image (only 2 of the 4 flip outcomes ever occur).
+    """
+    if compose is not None:
+        compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
 
 def worker_init_fn(worker_id: int) -> None:
-    """Distinct, reproducible random streams per DataLoader worker.
-
-    torch seeds python's ``random`` (site choice) per worker; numpy and the
-    albumentations pipeline (its own generator) get the same per-worker seed.
-    """
+    """Distinct, reproducible numpy and augmentation streams per DataLoader worker (for draws
+    that come without their own seed)."""
     info = torch.utils.data.get_worker_info()
     seed = info.seed % 2**32
     np.random.seed(seed)
-    transforms = getattr(info.dataset, "transforms", None)
-    if transforms is not None:
-        transforms.set_random_seed(seed)
+    reseed(getattr(info.dataset, "transforms", None), seed)

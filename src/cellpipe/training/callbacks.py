@@ -92,6 +92,12 @@ class HistoryCallback(dl.Callback):
         self.rows.append(row)
         write_csv(pd.DataFrame(self.rows), self.path)
 
+    def state_dict(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = list(state["rows"])
+
 
 class EMACallback(dl.Callback):
     """Exponential moving average of the weights (state_params/ema_decay): updated after every
@@ -127,3 +133,9 @@ class EMACallback(dl.Callback):
         if self.raw is not None:
             runner.model.load_state_dict(self.raw)
             self.raw = None
+
+    def state_dict(self) -> dict:
+        return {"ema": self.ema, "raw": self.raw}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ema, self.raw = state["ema"], state["raw"]

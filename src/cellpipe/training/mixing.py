@@ -38,6 +38,12 @@ class Mixer:
         self.mode, self.alpha, self.p = mode, alpha, p
         self.rng = np.random.default_rng(seed)
 
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
     def mix(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, Union[torch.Tensor, Mixed]]:
         if self.mode == "none" or len(x) < 2 or self.rng.random() >= self.p:
             return x, y

@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 from catalyst import dl
 from catalyst.utils.misc import set_global_seed
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, WeightedRandomSampler
 
 from cellpipe.core import config as cfglib
 from cellpipe.core import layout
@@ -27,10 +27,11 @@ from cellpipe.core.errors import ConfigError
 from cellpipe.core.fsutil import atomic_path, write_csv, write_text
 from cellpipe.data.build import Prepared, prepare_training
 from cellpipe.data.dataset import SampleDataset, class_weights, sample_weights
-from cellpipe.data.sampling import GroupBatchSampler, group_codes
+from cellpipe.data.sampling import GroupBatchSampler, SeededBatches, group_codes
 from cellpipe.data.transforms import worker_init_fn
 from cellpipe.models import create_model, load_checkpoint
 from cellpipe.training.callbacks import EMACallback, EpochMetricsCallback, GradualUnfreezeCallback, HistoryCallback
+from cellpipe.training.checkpoint import RESUME, EpochCheckpointCallback, StatefulEarlyStopping
 from cellpipe.training.evaluate import predict_logits, prediction_table, write_validation_report
 from cellpipe.training.losses import create_criterion
 from cellpipe.training.mixing import Mixer, MixedLoss, check_mix
@@ -38,8 +39,9 @@ from cellpipe.training.optim import create_optimizer, create_scheduler
 
 log = logging.getLogger("train")
 STAGE_DONE = "STAGE_DONE.json"
-STAGE_BEST = "checkpoints/model.best.pth"  # written by catalyst's CheckpointCallback
+STAGE_BEST = "checkpoints/model.best.pth"  # written by checkpoint.EpochCheckpointCallback
 STAGE_LAST = "checkpoints/model.last.pth"
+STAGE_RESUME = f"checkpoints/{RESUME}"
 
 
 class CellRunner(dl.Runner):
@@ -79,19 +81,21 @@ def make_loaders(cfg, prepared: Prepared) -> "OrderedDict[str, DataLoader]":
              len(prepared.train), len(prepared.valid), len(prepared.labels))
     common = dict(num_workers=dp["num_workers"], worker_init_fn=worker_init_fn,
                   pin_memory=torch.cuda.is_available(), persistent_workers=dp["num_workers"] > 0)
-    train_kwargs = dict(shuffle=True, batch_size=dp["batch_size"], drop_last=dp["drop_last"])
     if dp.get("batch_by"):
         if dp.get("balance") == "sampler":
             raise ConfigError("data_params/batch_by and data_params/balance=sampler both choose the batches; "
                               "use one")
         groups = group_codes(prepared.train.table, prepared.source, dp["batch_by"])
-        train_kwargs = dict(batch_sampler=GroupBatchSampler(groups, dp["batch_size"], cfg["seed"], dp["drop_last"]))
-    elif dp.get("balance") == "sampler":
-        targets = prepared.train.targets
-        weights = sample_weights(targets, len(prepared.labels))
-        generator = torch.Generator().manual_seed(cfg["seed"])
-        train_kwargs = dict(sampler=WeightedRandomSampler(weights, len(weights), generator=generator),
-                            batch_size=dp["batch_size"], drop_last=dp["drop_last"])
+        batches = GroupBatchSampler(groups, dp["batch_size"], cfg["seed"], dp["drop_last"])
+    else:
+        # no generator of their own: they draw from torch's, which catalyst reseeds every epoch (resume)
+        if dp.get("balance") == "sampler":
+            weights = sample_weights(prepared.train.targets, len(prepared.labels))
+            sampler = WeightedRandomSampler(weights, len(weights))
+        else:
+            sampler = RandomSampler(prepared.train)
+        batches = BatchSampler(sampler, dp["batch_size"], dp["drop_last"])
+    train_kwargs = dict(batch_sampler=SeededBatches(batches))
     return OrderedDict(
         train=DataLoader(prepared.train, **train_kwargs, **common),
         valid=DataLoader(prepared.valid, batch_size=dp["valid_batch_size"] or dp["batch_size"], shuffle=False,
@@ -171,22 +175,29 @@ def run_stage(cfg, name, model, loaders, logdir: Path, engine, criteria, labels=
         dl.BackwardCallback(metric_key="loss"),
         dl.OptimizerCallback(metric_key="loss", accumulation_steps=st["accumulation_steps"]),
         EpochMetricsCallback(labels),
-        HistoryCallback(logdir.parent / layout.HISTORY, name),
-        dl.CheckpointCallback(logdir=str(logdir / "checkpoints"), loader_key="valid", metric_key=sp["main_metric"],
-                              minimize=sp["minimize_metric"], load_best_on_end=True,
-                              topk=st["num_epochs"] if sp.get("keep_epoch_checkpoints") else 1),
     ]
+    history_csv = HistoryCallback(logdir.parent / layout.HISTORY, name)
+    callbacks.append(history_csv)
     if scheduler is not None:
         callbacks.append(dl.SchedulerCallback(mode="batch"))
+    stateful = {"history": history_csv}
     if sp.get("early_stopping_patience"):
-        callbacks.append(dl.EarlyStoppingCallback(patience=sp["early_stopping_patience"], loader_key="valid",
-                                                  metric_key=sp["main_metric"], minimize=sp["minimize_metric"]))
+        stateful["early_stopping"] = StatefulEarlyStopping(
+            patience=sp["early_stopping_patience"], loader_key="valid", metric_key=sp["main_metric"],
+            minimize=sp["minimize_metric"])
+        callbacks.append(stateful["early_stopping"])
     if unfreeze:
         callbacks.append(GradualUnfreezeCallback(**unfreeze))
     if sp.get("ema_decay"):
-        callbacks.append(EMACallback(sp["ema_decay"]))
+        stateful["ema"] = EMACallback(sp["ema_decay"])
+        callbacks.append(stateful["ema"])
     mix = check_mix(cfg.get("mix_params"))
-    runner = CellRunner(Mixer(**mix, seed=cfg["seed"]) if mix["mode"] != "none" else None)
+    mixer = Mixer(**mix, seed=cfg["seed"]) if mix["mode"] != "none" else None
+    if mixer is not None:
+        stateful["mixer"] = mixer
+    callbacks.append(EpochCheckpointCallback(logdir / "checkpoints", "valid", sp["main_metric"], sp["minimize_metric"],
+                                             keep_epochs=bool(sp.get("keep_epoch_checkpoints")), stateful=stateful))
+    runner = CellRunner(mixer)
     runner.train(
         model=model, engine=engine, criterion=criteria, optimizer=optimizer, scheduler=scheduler,
         loaders=loaders, callbacks=callbacks, num_epochs=st["num_epochs"], logdir=str(logdir),
@@ -244,6 +255,7 @@ def train(cfg, logdir, force: bool = False) -> dict:
             if cfg["state_params"].get("sample_logs"):
                 write_sample_logs(model, prepared, cfg, logdir, name)
             write_text(json.dumps(result, indent=2), marker)
+            (stage_dir / STAGE_RESUME).unlink(missing_ok=True)  # the stage is done: its resume state is not needed
         log.info("stage %s best epoch %s: %s", name, result["best_epoch"], result["valid"])
         previous = stage_dir
     # the run's model is the best epoch of its last stage

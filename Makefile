@@ -13,7 +13,7 @@ CONTAINER ?= kaggle-cell
 DATA_DIR ?= /data
 OUT_DIR ?= $(CURDIR)/logs
 
-.PHONY: help install demo bench-accuracy demo-manifest demo-folder demo-phenix demo-rxrx1_2020 demo-hpa demo-moths test test-fast lint bench clean run exec stop docker-build
+.PHONY: help install demo bench-accuracy bench-resume demo-manifest demo-folder demo-phenix demo-rxrx1_2020 demo-hpa demo-moths test test-fast lint bench clean run exec stop docker-build
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ lint: install  ## static checks: ruff (pyflakes, bugbear, import order), shellch
 
 bench: install  ## speed benchmarks (print ratios against their targets)
 	$(PY) bench/bench_ensemble.py
+
+bench-resume: install  ## time lost to a kill mid-stage: resume from the last epoch vs restart the stage
+	$(PY) bench/bench_resume.py
 
 bench-accuracy: install  ## the tricks' ablation on the hard benchmark (configs/bench/accuracy.yml; ~45 min on 2 cores)
 	$(PY) bench/bench_accuracy.py

@@ -29,6 +29,9 @@ def fail(error: BaseException) -> NoReturn:
     raise SystemExit(f"error: {error}")
 
 
+BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
 def _expected(param: inspect.Parameter):
     """The scalar type a flag must have: its annotation (Optional allowed), else its default's type."""
     annotation, optional = param.annotation, False
@@ -56,15 +59,14 @@ def check_flags(func):
             raise ConfigError(f"{func.__name__.replace('_', '-')}: {e}") from None
         for name, value in bound.arguments.items():
             kind, optional = _expected(signature.parameters[name])
-            if kind is None or (value is None and optional):
+            if kind is None or (value is None and optional) or not isinstance(value, str):
+                continue  # fire already parsed numbers and lists; only text can be a wrong type here
+            if kind is bool and value.lower() in BOOLEANS:
+                bound.arguments[name] = BOOLEANS[value.lower()]  # fire reads only True/False as booleans
                 continue
-            ok = (isinstance(value, bool) if kind is bool else
-                  isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
-                  isinstance(value, int) and not isinstance(value, bool))
-            if not ok:
-                raise ConfigError(f"flag --{name}: expected {'a number' if kind is float else kind.__name__ if kind is bool else 'an integer'}, "
-                                  f"got {value!r}")
-        return func(*args, **kwargs)
+            expected = {bool: "true or false", float: "a number", int: "an integer"}[kind]
+            raise ConfigError(f"flag --{name}: expected {expected}, got {value!r}")
+        return func(*bound.args, **bound.kwargs)
 
     return wrapper
 

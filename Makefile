@@ -13,7 +13,7 @@ CONTAINER ?= kaggle-cell
 DATA_DIR ?= /data
 OUT_DIR ?= $(CURDIR)/logs
 
-.PHONY: help install demo bench-accuracy demo-manifest demo-folder demo-phenix demo-rxrx1_2020 demo-hpa demo-moths test test-fast lint bench clean run exec stop docker-build
+.PHONY: help install demo bench-accuracy bench-resume demo-manifest demo-folder demo-phenix demo-rxrx1_2020 demo-hpa demo-moths test test-fast lint bench clean run exec stop docker-build
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,18 +33,22 @@ demo: install  ## run the pipeline on generated demo data (DEMO_DIR=demo_out)
 demo-manifest demo-folder demo-phenix demo-rxrx1_2020 demo-hpa demo-moths: install  ## one adapter's demo: generate, train, predict (demo_out/<kind>)
 	PYTHON=$(PY) DEMO_DIR=$(DEMO_DIR) KIND=$(@:demo-%=%) bash bin/demo_classify.sh
 
-test: install  ## lint, then the test suite (unit + end-to-end on tiny data)
-	$(VENV)/bin/ruff check src tests bench
+test: lint  ## static checks, then the test suite (unit + end-to-end on tiny data)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install  ## unit tests only (skip the end-to-end script runs)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-lint: install  ## static checks (ruff: pyflakes rules and syntax errors)
+lint: install  ## static checks: ruff (pyflakes, bugbear, import order), shellcheck, hadolint
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/shellcheck bin/*.sh .ci/run
+	$(VENV)/bin/hadolint docker/Dockerfile
 
 bench: install  ## speed benchmarks (print ratios against their targets)
 	$(PY) bench/bench_ensemble.py
+
+bench-resume: install  ## time lost to a kill mid-stage: resume from the last epoch vs restart the stage
+	$(PY) bench/bench_resume.py
 
 bench-accuracy: install  ## the tricks' ablation on the hard benchmark (configs/bench/accuracy.yml; ~45 min on 2 cores)
 	$(PY) bench/bench_accuracy.py

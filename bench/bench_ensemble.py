@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-import ensemble  # noqa: E402
 import plates  # noqa: E402
+
+import ensemble  # noqa: E402
 
 log = logging.getLogger(__name__)
 

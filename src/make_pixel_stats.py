@@ -8,8 +8,14 @@ without it, statistics are computed in memory from the images at start-up.
     python src/make_pixel_stats.py --data_root /data [--out /cache/pixel_stats.csv]
 """
 from cellpipe.core import cli
-from cellpipe.rxrx.pixel_stats import (STATS_COLUMNS, compute_pixel_stats, list_wells, main,  # noqa: F401
-                                       stats_path, write_pixel_stats)
+from cellpipe.rxrx.pixel_stats import (  # noqa: F401
+    STATS_COLUMNS,
+    compute_pixel_stats,
+    list_wells,
+    main,
+    stats_path,
+    write_pixel_stats,
+)
 
 if __name__ == "__main__":
     cli.run(main)

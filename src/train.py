@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cellpipe.core import cli
 from cellpipe.core import config as cfglib
+from cellpipe.core.runlock import check_writable
 from cellpipe.training.checks import check_names
 from cellpipe.training.runner import train
 
@@ -26,8 +27,12 @@ log = logging.getLogger("train")
 
 
 def setup_logging(logdir) -> None:
-    """Log to stderr and to train.log next to the checkpoints."""
-    Path(logdir).mkdir(parents=True, exist_ok=True)
+    """Log to stderr and to train.log next to the checkpoints (a folder that cannot be written is
+    one error line, before anything else)."""
+    try:
+        check_writable(logdir)
+    except cli.USER_ERRORS as e:
+        cli.fail(e)
     cli.setup_logging(logging.FileHandler(Path(logdir) / "train.log"))
 
 

@@ -9,15 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
-from cellpipe.sources import rxrx1 as rxrx
 from cellpipe.core.config import load_config
+from cellpipe.core.errors import DataError
 from cellpipe.data.build import load_normalizer, make_dataset
 from cellpipe.data.dataset import verify_files
 from cellpipe.data.normalize import Normalizer
 from cellpipe.data.transforms import build_transforms, worker_init_fn
-from cellpipe.sources.rxrx1 import TABLES
+from cellpipe.sources import rxrx1 as rxrx
 from cellpipe.sources.base import TABLE_COLUMNS
-from cellpipe.core.errors import DataError
+from cellpipe.sources.rxrx1 import TABLES
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 N_SIRNAS, CONTROL_OFFSET, N_CONTROLS = 16, 16, 4  # conftest.DEMO_KWARGS

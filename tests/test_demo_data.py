@@ -78,7 +78,7 @@ def test_plate_structure(demo_root):
     for k, s in plates.items():
         assert len(s) >= group_size - 1 and sum(s <= g for g in full) == 1, k
         assert len(treat[(treat.experiment == k[0]) & (treat.plate == k[1])]) == len(s)  # once per plate
-    for exp, g in treat.groupby("experiment"):
+    for exp in treat["experiment"].unique():
         sets = [plates[(exp, p)] for p in (1, 2, 3, 4)]
         assert sum(len(s) for s in sets) == len(set().union(*sets))  # 4 plates, disjoint groups
 

@@ -3,11 +3,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from test_plates import make_wells  # the same synthetic plate layout
-from cellpipe.rxrx import ensemble
-from cellpipe.rxrx import plates
 from cellpipe.core.errors import DataError
 from cellpipe.core.layout import channels_tag
+from cellpipe.rxrx import ensemble, plates
+from test_plates import make_wells  # the same synthetic plate layout
 
 N_CLASSES, N_GROUPS = 16, 4
 COMBOS = ([1, 2, 3, 4, 5], [1, 2, 3, 4, 6])

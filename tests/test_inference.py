@@ -12,10 +12,10 @@ import pytest
 import torch
 import yaml
 
-from cellpipe.inference import predict as inference
-from cellpipe.data.build import load_normalizer, make_dataset
-from cellpipe.models import create_model, load_checkpoint
 from cellpipe.core.errors import DataError
+from cellpipe.data.build import load_normalizer, make_dataset
+from cellpipe.inference import predict as inference
+from cellpipe.models import create_model, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 N_CLASSES = 16

@@ -8,13 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cellpipe.data import build as dataset
-from cellpipe.sources.base import TABLE_COLUMNS
-from cellpipe.sources.rxrx1 import TABLES
-from cellpipe.rxrx import ensemble
-from cellpipe.inference import predict as inference
 import make_pseudo
 from cellpipe.core.errors import DataError
+from cellpipe.data import build as dataset
+from cellpipe.inference import predict as inference
+from cellpipe.rxrx import ensemble
+from cellpipe.sources.base import TABLE_COLUMNS
+from cellpipe.sources.rxrx1 import TABLES
 
 REPO = Path(__file__).resolve().parents[1]
 WELL = ["id_code", "experiment", "plate", "well", "sirna"]

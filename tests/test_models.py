@@ -2,15 +2,15 @@
 import re
 import time
 
-import cellpipe  # noqa: F401  (the torchvision shim, before timm)
-from cellpipe.core.errors import ConfigError, DataError
 import pytest
 import timm
 import torch
 from torch import nn
 
-from cellpipe.models import factory as models
+import cellpipe  # noqa: F401  (the torchvision shim, before timm)
+from cellpipe.core.errors import ConfigError, DataError
 from cellpipe.models import CellClassifier, adapt_stem, create_model, load_checkpoint, model_names
+from cellpipe.models import factory as models
 
 # One small backbone per registered builder; a new builder needs an entry here.
 SMALL = {

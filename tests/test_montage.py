@@ -7,8 +7,7 @@ import cv2
 import numpy as np
 
 from cellpipe.reports.montage import montage_tile, write_montage
-from cellpipe.sources import make_source
-from cellpipe.sources import rxrx1
+from cellpipe.sources import make_source, rxrx1
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "cellpainting-6ch"

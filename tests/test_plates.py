@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellpipe.rxrx import plates
 from cellpipe.core.errors import DataError
+from cellpipe.rxrx import plates
 
 
 def make_groups(rng, n_classes, n_groups):

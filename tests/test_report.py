@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellpipe.rxrx import ensemble
-from cellpipe.inference import predict as inference
 import report
 from cellpipe.core.errors import DataError
+from cellpipe.inference import predict as inference
+from cellpipe.rxrx import ensemble
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,14 @@ from cellpipe.core.config import merge
 from cellpipe.core.errors import ConfigError, DataError
 from cellpipe.data.dedup import drop_copies, duplicate_groups, duplicate_pairs, phash
 from cellpipe.data.folds import make_folds, merge_groups, multi_hot
-from cellpipe.data.labels import (HierarchyMap, LabelMap, MultiLabelMap, build_label_map, label_map_from_dict,
-                                  read_hierarchy)
+from cellpipe.data.labels import (
+    HierarchyMap,
+    LabelMap,
+    MultiLabelMap,
+    build_label_map,
+    label_map_from_dict,
+    read_hierarchy,
+)
 from cellpipe.inference.tta import tta_views
 from cellpipe.training.evaluate import fit_thresholds, prediction_table
 from cellpipe.training.losses import check_criterion, create_criterion
@@ -235,7 +241,7 @@ def test_level_metric_must_name_a_level(family):
 
 @pytest.mark.parametrize("mode", ["mixup", "cutmix"])
 def test_mixing_mixes_inputs_and_losses(mode):
-    from cellpipe.training.mixing import Mixer, MixedLoss, check_mix
+    from cellpipe.training.mixing import MixedLoss, Mixer, check_mix
 
     x = torch.stack([torch.full((2, 8, 8), float(i)) for i in range(4)])
     y = torch.tensor([0, 1, 2, 3])

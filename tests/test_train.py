@@ -11,13 +11,13 @@ import pytest
 import torch
 import yaml
 
+import train
 from cellpipe.core import config as cfglib
 from cellpipe.core import layout
-import train
-from cellpipe.training import runner
 from cellpipe.data.build import load_normalizer, make_dataset
-from cellpipe.training.metrics import classification_metrics
 from cellpipe.models import create_model, load_checkpoint
+from cellpipe.training import runner
+from cellpipe.training.metrics import classification_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 CHANNELS = [1, 2, 3, 4, 5]

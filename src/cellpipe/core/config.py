@@ -6,6 +6,7 @@ overrides such as ``--data_params/channels=[1,2,3,4,5]``. Only keys present in
 the base can be set, so a typo is an error instead of a silently ignored knob.
 """
 import copy
+import math
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Sequence
 
@@ -79,6 +80,9 @@ def merge(base: Dict, update: Dict, strict: bool = True, where: str = "", prefix
                 known = ", ".join(sorted(map(str, out)))
                 raise ConfigError(f"unknown config key '{path}' in {where or 'overrides'}; known here: {known}")
             out[key] = copy.deepcopy(value)
+        elif isinstance(out[key], dict) and out[key] and value is not None and not isinstance(value, dict):
+            raise ConfigError(f"config key '{path}' in {where or 'overrides'} is a section of settings "
+                              f"({', '.join(sorted(map(str, out[key])))}), not a value: got {value!r}")
         elif isinstance(out[key], dict) and isinstance(value, dict) and names_other(out[key], value):
             # another criterion / optimizer / scheduler takes its own settings: replaced whole
             out[key] = copy.deepcopy(value)
@@ -101,7 +105,7 @@ def parse_overrides(args: Iterable[str]) -> Dict[str, Any]:
     while i < len(args):
         arg = args[i]
         if not arg.startswith("--"):
-            raise ConfigError(f"cannot parse override '{arg}': expected --key/sub=value")
+            raise ConfigError(f"cannot parse override {arg!r}: expected --key/sub=value")
         body = arg[2:]
         if "=" in body:
             key, raw = body.split("=", 1)
@@ -109,15 +113,19 @@ def parse_overrides(args: Iterable[str]) -> Dict[str, Any]:
             key, raw = body, args[i + 1]
             i += 1
         else:
-            raise ConfigError(f"override '{arg}' has no value")
+            raise ConfigError(f"override {arg!r} has no value")
+        parts = [p for p in key.split("/") if p]
+        if not parts:
+            raise ConfigError(f"override {arg!r} names no config key")
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as e:
-            raise ConfigError(f"override --{key}: cannot parse value '{raw}': {e}") from None
+            raise ConfigError(f"override --{key}: cannot parse value {raw!r}: {' '.join(str(e).split())}") from None
         node = nested
-        parts = [p for p in key.split("/") if p]
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override --{key} conflicts with --{'/'.join(parts[:depth + 1])}, which sets a value")
         node[parts[-1]] = value
         i += 1
     return nested
@@ -177,9 +185,16 @@ def _int_list(cfg, key):
         raise ConfigError(f"config key '{key}' must be 'auto' or a list of distinct positive integers, got {value!r}")
 
 
+SECTIONS = ("model_params", "data_params", "criterion_params", "valid_criterion_params", "optimizer_params",
+            "state_params", "engine_params", "stages")  # read as mappings everywhere (mix/predict_params may be null)
+
+
 def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """Check types and ranges that need no data; the source checks channels, sites and
     normalisation against its files at start-up (data.build.resolve)."""
+    for section in SECTIONS:
+        if section in cfg and not isinstance(cfg[section], dict):
+            raise ConfigError(f"config key '{section}' must be a mapping of settings, got {cfg[section]!r}")
     for key in ("data_params/channels", "data_params/train_sites", "data_params/valid_sites"):
         _int_list(cfg, key)
     channels = _get(cfg, "data_params/channels")
@@ -217,7 +232,21 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
         unfreeze = (stages[name] or {}).get("unfreeze")
         if unfreeze is not None:
             _unfreeze(cfg, name, unfreeze)
+        _optimizer_numbers(cfg, name)
     return cfg
+
+
+def _optimizer_numbers(cfg, stage):
+    """The optimizer's settings other than its name are finite numbers (YAML reads ``nan`` as text)."""
+    if "optimizer_params" not in cfg:
+        return
+    merged = stage_settings(cfg, stage)["optimizer_params"]
+    for key, value in merged.items():
+        if key == "optimizer" or isinstance(value, (list, tuple, dict)) or value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"config key 'stages/{stage}/optimizer_params/{key}' must be a finite number, "
+                              f"got {value!r}")
 
 
 UNFREEZE_KEYS = ("start_epoch", "duration", "fraction")

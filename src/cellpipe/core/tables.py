@@ -2,6 +2,7 @@
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 
 from cellpipe.core.errors import DataError
@@ -9,8 +10,10 @@ from cellpipe.core.errors import DataError
 PARQUET = (".parquet", ".pq")
 
 
-def read_table(path, required: Iterable[str] = ()) -> pd.DataFrame:
-    """A CSV or parquet file (by suffix) that must have the ``required`` columns."""
+def read_table(path, required: Iterable[str] = (), integers: Iterable[str] = (), numbers: Iterable[str] = (),
+               unique: Iterable[str] = ()) -> pd.DataFrame:
+    """A CSV or parquet file (by suffix) that must have the ``required`` columns, whole numbers in
+    ``integers``, finite numbers in ``numbers`` and no repeated key of the ``unique`` columns."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"table file not found: {path}")
@@ -24,7 +27,28 @@ def read_table(path, required: Iterable[str] = ()) -> pd.DataFrame:
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise DataError(f"{path} lacks required column(s) {missing}; it has {list(df.columns)}")
+    for column in integers:
+        values = pd.to_numeric(df[column], errors="coerce")
+        bad = values.isna() | ~np.isfinite(values) | (values.fillna(0) % 1 != 0)
+        _reject(path, df, column, bad, "whole numbers")
+        df[column] = values.astype(np.int64)
+    for column in numbers:
+        values = pd.to_numeric(df[column], errors="coerce")
+        _reject(path, df, column, values.isna() | ~np.isfinite(values), "finite numbers")
+        df[column] = values.astype(np.float64)
+    unique = list(unique)
+    if unique:
+        dup = df.duplicated(unique)
+        if dup.any():
+            key = df.loc[dup, unique].iloc[0].tolist()
+            raise DataError(f"{path}: {unique} = {key} appears more than once (row {int(dup.to_numpy().argmax()) + 2})")
     return df
+
+
+def _reject(path, df, column, bad: pd.Series, what: str) -> None:
+    if bad.any():
+        row = int(bad.to_numpy().argmax())
+        raise DataError(f"{path}: column '{column}' must hold {what}; row {row + 2} has {df[column].iloc[row]!r}")
 
 
 def write_table(df: pd.DataFrame, path) -> None:

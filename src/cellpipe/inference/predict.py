@@ -11,6 +11,7 @@ appear atomically; finished outputs are skipped unless ``overwrite``.
 """
 import json
 import logging
+import pickle
 from pathlib import Path
 from typing import List, Optional
 
@@ -62,7 +63,12 @@ def load_run(run_dir: Path, device, epoch: Optional[int] = None, check_folder: b
     if not final.is_file():
         raise DataError(f"finished run without checkpoint: {final}")
     cfg = yaml.safe_load((run_dir / layout.CONFIG_FILE).read_text())
-    payload = torch.load(final, map_location="cpu", weights_only=False)
+    try:
+        payload = torch.load(final, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, OSError) as e:
+        raise DataError(f"cannot read checkpoint {final}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    if not isinstance(payload, dict) or "model_state_dict" not in payload or "model_params" not in payload:
+        raise DataError(f"{final} is not a finished run's checkpoint (no model_state_dict / model_params)")
     if check_folder:
         folder_channels = layout.parse_channels_tag(run_dir.parent.parent.name)
         if folder_channels is not None and list(payload.get("channels", [])) != folder_channels:

@@ -1,3 +1,10 @@
 """Models: backbone registry, n-channel stem, linear head, checkpoint loading (never imports training)."""
-from cellpipe.models.factory import (MODELS, CellClassifier, adapt_stem, create_model, load_checkpoint,  # noqa: F401
-                                     load_encoder, model_names)
+from cellpipe.models.factory import (  # noqa: F401
+                                     MODELS,
+                                     CellClassifier,
+                                     adapt_stem,
+                                     create_model,
+                                     load_checkpoint,
+                                     load_encoder,
+                                     model_names,
+)

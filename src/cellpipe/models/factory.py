@@ -125,7 +125,7 @@ def adapt_stem(module: nn.Module, n_channels: int) -> str:
     (timm's ``adapt_input_conv``), so activations keep their ImageNet scale.
     Returns the conv's qualified name inside ``module``.
     """
-    for name, conv in module.named_modules():
+    for name, conv in module.named_modules():  # noqa: B007 - the first match is used after the loop
         if isinstance(conv, nn.Conv2d) and conv.in_channels == _RGB:
             break
     else:
@@ -158,7 +158,7 @@ def load_checkpoint(path) -> StateDict:
             logger.warning("%s holds non-tensor objects; loading it with full unpickling", path)
             obj = torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, OSError) as e:
-        raise DataError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+        raise DataError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     for key in _NESTED_STATE_KEYS:
         if isinstance(obj, dict) and key in obj:
             obj = obj[key]
@@ -263,7 +263,6 @@ def build_senet(model_name: str, pretrained=None) -> Tuple[nn.Module, int]:
 def build_densenet(model_name: str, pretrained=None) -> Tuple[nn.Module, int]:
     """timm DenseNet; "imagenet" reads torchvision's file from the torch hub cache."""
     import torchvision.models  # only for the weight URLs
-
     from timm.models.densenet import _filter_torchvision_pretrained
 
     if model_name not in _DENSENETS:

@@ -65,7 +65,7 @@ def check_replaceable(target: Path) -> None:
         return
     if not target.is_dir():
         raise DataError(f"{target} exists and is not a folder")
-    for folder, dirs, files in os.walk(target):
+    for folder, _dirs, files in os.walk(target):
         real = [f for f in files if not os.path.islink(os.path.join(folder, f))]
         if real:
             raise DataError(f"{target} holds real files (e.g. {os.path.join(folder, real[0])}), not only links "

@@ -34,10 +34,10 @@ import numpy as np
 import pandas as pd
 
 from cellpipe.core import fsutil
-from cellpipe.core.fsutil import staged_dir
-from cellpipe.core.parallel import run_jobs
 from cellpipe.core.errors import DataError, UserError
+from cellpipe.core.fsutil import staged_dir
 from cellpipe.core.images import check_rescale, read_image, to_8bit_units
+from cellpipe.core.parallel import run_jobs
 from cellpipe.sources.folder import EXTENSIONS, SPLIT_FOLDERS
 
 log = logging.getLogger(__name__)

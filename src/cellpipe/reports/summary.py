@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from cellpipe.rxrx.ensemble import accuracy_table
 from cellpipe.core import layout
-from cellpipe.sources import rxrx1 as rxrx
 from cellpipe.core.fsutil import write_csv
 from cellpipe.reports.montage import write_montage
 from cellpipe.reports.plots import accuracy_bars_png, confusion_matrix_png, per_class_f1_png, plate_heatmap_png
+from cellpipe.rxrx.ensemble import accuracy_table
+from cellpipe.sources import rxrx1 as rxrx
 
 log = logging.getLogger("report")
 

@@ -80,7 +80,8 @@ def load_controls(root: Path) -> pd.DataFrame:
 def write_rxrx1_folds(data_root, out_dir, n_folds: int, seed: int, control_valid_per_type: int):
     """train_{k}.csv / valid_{k}.csv, control_train.csv / control_valid.csv and folds.json."""
     root, out_dir = Path(data_root), Path(out_dir)
-    train = rxrx.read_csv(root / "train.csv", required=("id_code",) + rxrx.WELL_COLUMNS + ("sirna",))
+    train = rxrx.read_csv(root / "train.csv", required=("id_code",) + rxrx.WELL_COLUMNS + ("sirna",),
+                          integers=("plate", "sirna"), unique=("id_code",))
     folds = make_folds(train, n_folds, seed)
     record = []
     for k, (tr, va) in enumerate(folds):

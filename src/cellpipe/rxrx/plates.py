@@ -176,7 +176,7 @@ def assign(probs: np.ndarray, plate_keys, well_groups: np.ndarray, groups: np.nd
     codes, n_plates = plate_index(keys)
     group_cols = [np.flatnonzero(groups == g) for g in range(int(groups.max()) + 1)]
     labels = np.empty(len(keys), dtype=np.int64)
-    for p, wells in enumerate(_plate_wells(codes, n_plates)):
+    for wells in _plate_wells(codes, n_plates):
         plate_group = np.unique(well_groups[wells])
         if len(plate_group) != 1:
             raise DataError(f"plate {tuple(keys[wells[0]])} has wells in several groups {plate_group.tolist()}")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from cellpipe.sources import rxrx1 as rxrx
-from cellpipe.core.fsutil import write_csv, write_text
 from cellpipe.core.errors import DataError
+from cellpipe.core.fsutil import write_csv, write_text
+from cellpipe.sources import rxrx1 as rxrx
 
 log = logging.getLogger("make_pseudo")
 ASSIGNED = "test_assigned.csv"

@@ -99,28 +99,31 @@ def _finish(df: pd.DataFrame, csv) -> pd.DataFrame:
 @TABLES.register("non_pseudo")
 def non_pseudo_table(csv, **_) -> pd.DataFrame:
     """Fold CSVs of train.csv rows; images live under train/."""
-    df = read_csv(csv, ["experiment", "plate", "well", "sirna"])
+    df = read_csv(csv, ["experiment", "plate", "well", "sirna"], integers=["plate", "sirna"],
+                  unique=["experiment", "plate", "well"])
     return _finish(df.assign(dataset="train", label=df["sirna"]), csv)
 
 
 @TABLES.register("pseudo")
 def pseudo_table(csv, **_) -> pd.DataFrame:
     """Train rows plus pseudo-labelled test rows; `dataset` says which folder."""
-    df = read_csv(csv, ["experiment", "plate", "well", "sirna", "dataset"])
+    df = read_csv(csv, ["experiment", "plate", "well", "sirna", "dataset"], integers=["plate", "sirna"],
+                  unique=["experiment", "plate", "well"])
     return _finish(df.assign(label=df["sirna"]), csv)
 
 
 @TABLES.register("control")
 def control_table(csv, control_offset: int = N_TREATMENTS, **_) -> pd.DataFrame:
     """Control wells of train and test; siRNA ids from control_offset map to 0.."""
-    df = read_csv(csv, ["experiment", "plate", "well", "sirna", "dataset"])
+    df = read_csv(csv, ["experiment", "plate", "well", "sirna", "dataset"], integers=["plate", "sirna"],
+                  unique=["experiment", "plate", "well"])
     return _finish(df.assign(label=df["sirna"] - control_offset), csv)
 
 
 @TABLES.register("test")
 def test_table(csv, **_) -> pd.DataFrame:
     """Unlabelled test.csv rows, for prediction."""
-    df = read_csv(csv, ["experiment", "plate", "well"])
+    df = read_csv(csv, ["experiment", "plate", "well"], integers=["plate"], unique=["experiment", "plate", "well"])
     return _finish(df.assign(dataset="test", label=None), csv)
 
 
@@ -180,7 +183,8 @@ class Rxrx1Source(RxrxPlates):
     def control_classes(self) -> pd.DataFrame:
         """Every control well (train and test experiments: Kaggle labels them) as extra training classes:
         the label is the control's own siRNA id (classes control_offset.. after the treatments)."""
-        parts = [read_csv(self.root / f"{d}_controls.csv", ["experiment", "plate", "well", "sirna"]).assign(dataset=d)
+        parts = [read_csv(self.root / f"{d}_controls.csv", ["experiment", "plate", "well", "sirna"],
+                          integers=["plate", "sirna"]).assign(dataset=d)
                  for d in DATASETS]
         df = pd.concat(parts, ignore_index=True)
         return _finish(df.assign(label=df["sirna"]), f"{self.root}/*_controls.csv").assign(split="train")
@@ -196,7 +200,8 @@ class Rxrx1Source(RxrxPlates):
             if self.dp.get("pixel_stats"):
                 raise DataError(f"data_params/pixel_stats file not found: {path}")
             return None
-        stats = read_csv(path, [*STATS_KEYS, "mean", "std"])
+        stats = read_csv(path, [*STATS_KEYS, "mean", "std"], integers=["plate", "site", "channel"],
+                         numbers=["mean", "std"], unique=STATS_KEYS)
         stats["id"] = stats["id_code"].astype(str) if "id_code" in stats.columns else id_codes(stats)
         stats["group"] = stats["experiment"].astype(str)
         return stats[["id", "experiment", "plate", "well", "group", "site", "channel", "mean", "std"]].assign(

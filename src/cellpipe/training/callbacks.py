@@ -8,7 +8,6 @@ import torch
 from catalyst import dl
 
 from cellpipe.core.fsutil import write_csv
-
 from cellpipe.training.metrics import classification_metrics, epoch_metrics
 
 log = logging.getLogger(__name__)

@@ -8,13 +8,13 @@ from cellpipe.core import config as cfglib
 from cellpipe.core.errors import ConfigError, DataError
 from cellpipe.core.images import check_rescale
 from cellpipe.data.build import resolve
+from cellpipe.data.labels import KINDS
 from cellpipe.data.normalize import modes
 from cellpipe.models import MODELS
 from cellpipe.sources import make_source
-from cellpipe.data.labels import KINDS
 from cellpipe.training.losses import check_criterion
-from cellpipe.training.mixing import check_mix
 from cellpipe.training.metrics import KIND_METRICS, metric_known
+from cellpipe.training.mixing import check_mix
 from cellpipe.training.optim import OPTIMIZERS, SCHEDULERS
 
 

@@ -23,8 +23,9 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, WeightedRa
 
 from cellpipe.core import config as cfglib
 from cellpipe.core import layout
-from cellpipe.core.errors import ConfigError
+from cellpipe.core.errors import ConfigError, DataError
 from cellpipe.core.fsutil import atomic_path, write_csv, write_text
+from cellpipe.core.runlock import check_free_space, run_lock
 from cellpipe.data.build import Prepared, prepare_training
 from cellpipe.data.dataset import SampleDataset, class_weights, sample_weights
 from cellpipe.data.sampling import GroupBatchSampler, SeededBatches, group_codes
@@ -34,7 +35,7 @@ from cellpipe.training.callbacks import EMACallback, EpochMetricsCallback, Gradu
 from cellpipe.training.checkpoint import RESUME, EpochCheckpointCallback, StatefulEarlyStopping
 from cellpipe.training.evaluate import predict_logits, prediction_table, write_validation_report
 from cellpipe.training.losses import create_criterion
-from cellpipe.training.mixing import Mixer, MixedLoss, check_mix
+from cellpipe.training.mixing import MixedLoss, Mixer, check_mix
 from cellpipe.training.optim import create_optimizer, create_scheduler
 
 log = logging.getLogger("train")
@@ -95,6 +96,9 @@ def make_loaders(cfg, prepared: Prepared) -> "OrderedDict[str, DataLoader]":
         else:
             sampler = RandomSampler(prepared.train)
         batches = BatchSampler(sampler, dp["batch_size"], dp["drop_last"])
+    if len(batches) == 0:
+        raise DataError(f"{prepared.source.describe()} train split: {len(prepared.train)} sample(s) make no training "
+                        f"batch of data_params/batch_size={dp['batch_size']} (drop_last={dp['drop_last']})")
     train_kwargs = dict(batch_sampler=SeededBatches(batches))
     return OrderedDict(
         train=DataLoader(prepared.train, **train_kwargs, **common),
@@ -222,13 +226,30 @@ def check_level_metric(metric: str, labels) -> None:
                               f"{labels.levels}")
 
 
+def checkpoint_bytes(model, cfg) -> int:
+    """Disk a run needs for its checkpoints: per stage best + last + resume (weights, optimizer moments,
+    EMA copies), the final model, and every epoch with keep_epoch_checkpoints; 20% to spare."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    sp = cfg["state_params"]
+    copies = 6 + (2 if sp.get("ema_decay") else 0)
+    if sp.get("keep_epoch_checkpoints"):
+        copies += max(st["num_epochs"] for st in cfg["stages"].values())
+    return int(weights * copies * 1.2)
+
+
 def train(cfg, logdir, force: bool = False) -> dict:
+    """Train a run into ``logdir`` (locked against a second process), or return its finished summary."""
     logdir = Path(logdir)
     done = logdir / layout.DONE_FILE
     if done.exists() and not force:
         log.info("run already finished, skipping: %s", logdir)
         return json.loads(done.read_text())
-    logdir.mkdir(parents=True, exist_ok=True)
+    with run_lock(logdir, "run folder"):
+        return _train(cfg, logdir, force)
+
+
+def _train(cfg, logdir: Path, force: bool) -> dict:
+    done = logdir / layout.DONE_FILE
     set_global_seed(cfg["seed"])
     started = time.time()
     prepared = prepare_training(cfg)  # resolves the config's auto values
@@ -237,6 +258,7 @@ def train(cfg, logdir, force: bool = False) -> dict:
     log.info("config:\n%s", cfglib.dump(cfg))
     loaders = make_loaders(cfg, prepared)
     model = create_model(**cfg["model_params"])
+    check_free_space(logdir, checkpoint_bytes(model, cfg), "this run's checkpoints")
     engine = make_engine(cfg["engine_params"])
     criteria = make_criteria(cfg, prepared)
     result, previous = {}, None

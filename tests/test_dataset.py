@@ -443,3 +443,50 @@ def test_missing_csv_named(dp, tmp_path):
     csv = tmp_path / "nowhere.csv"
     with pytest.raises(DataError, match="nowhere.csv"):
         make_dataset({**dp, "train_csv": str(csv)}, "train")
+
+
+def test_packed_cache_feeds_the_same_images_and_is_refreshed(tmp_path, demo_root, demo_csv):
+    import json
+    import shutil
+
+    import numpy as np
+
+    import pack_cache
+    from cellpipe.data.build import make_dataset
+    from cellpipe.data.cache import META, PackedImages
+
+    root = tmp_path / "data"
+    shutil.copytree(demo_root, root)
+    dp = {"source": "rxrx1", "root": str(root), "dataset": "non_pseudo", "channels": [1, 2, 3, 4, 5],
+          "train_sites": [1, 2], "valid_sites": [1, 2], "image_size": 24, "normalization": "none",
+          "control_offset": 16, "valid_csv": str(demo_csv / "valid_0.csv")}
+    plain = make_dataset(dp, "valid")
+    folder = pack_cache.main(str(root), str(tmp_path / "cache"), 24)
+    cached = make_dataset({**dp, "cache": str(tmp_path / "cache")}, "valid")
+    assert cached.cache is not None and Path(folder).is_dir()
+    for i in (0, len(plain) - 1):  # the same sites, to the uint8 rounding of the resize
+        assert np.abs(plain[i]["features"].numpy() - cached[i]["features"].numpy()).max() <= 0.5
+    assert cached.cache.misses == 0
+    n = json.loads((Path(folder) / META).read_text())["n"]
+    assert n == 2 * len(pd.read_csv(root / "train.csv")) + 2 * len(pd.read_csv(root / "test.csv")) + 2 * (
+        len(pd.read_csv(root / "train_controls.csv")) + len(pd.read_csv(root / "test_controls.csv")))
+    # unchanged: left alone; an image rewritten: packed again
+    before = (Path(folder) / META).stat().st_mtime_ns
+    assert pack_cache.main(str(root), str(tmp_path / "cache"), 24) == folder
+    assert (Path(folder) / META).stat().st_mtime_ns == before
+    png = next((root / "train").rglob("*_s1_w1.png"))
+    png.write_bytes(png.read_bytes())  # same pixels, new modification time
+    pack_cache.main(str(root), str(tmp_path / "cache"), 24)
+    assert (Path(folder) / META).stat().st_mtime_ns != before
+    assert PackedImages(folder).n_channels == 6 and not list((tmp_path / "cache").glob(".*tmp"))
+
+
+def test_resize_of_more_than_four_channels_at_any_scale():
+    import numpy as np
+
+    from cellpipe.data.cache import resize
+
+    img = np.random.default_rng(0).uniform(0, 255, (32, 32, 6)).astype(np.float32)
+    out = resize(img, 24)  # OpenCV's area resize alone fails above 4 channels at non-integer scales
+    assert out.shape == (24, 24, 6)
+    assert np.allclose(out[..., 5], resize(img[..., 5:6], 24)[..., 0])  # each channel on its own

@@ -79,6 +79,21 @@ def resolve_context(mp: dict, train: pd.DataFrame, where: str) -> None:
         mp["context_values"] = sorted(train[column].astype(str).unique().tolist())
 
 
+_PACKED = {}
+
+
+def packed_images(dp: dict, source):
+    """The packed cache of ``data_params/cache`` (packed or refreshed on first use), or None."""
+    if not dp.get("cache"):
+        return None
+    from cellpipe.data.cache import PackedImages, pack
+
+    key = (source.name, str(source.root), str(dp["cache"]), int(dp["image_size"]))
+    if key not in _PACKED:
+        _PACKED[key] = PackedImages(pack(source, dp["cache"], dp["image_size"]))
+    return _PACKED[key]
+
+
 def make_eval_dataset(dp: dict, source, table: pd.DataFrame, labels: LabelMap, normalizer: Normalizer,
                       where: str, context=None) -> SampleDataset:
     """A deterministic (all sites, no augmentation) dataset of ``table``; unlabelled rows get target -1."""
@@ -88,7 +103,7 @@ def make_eval_dataset(dp: dict, source, table: pd.DataFrame, labels: LabelMap, n
     augs = (dp.get("augmentations") or {}).get("valid")
     return SampleDataset(table, source, dp["channels"], dp["valid_sites"], dp["image_size"], normalizer,
                          build_transforms(augs), train=False, targets=targets, context=context,
-                         where=where)
+                         where=where, cache=packed_images(dp, source))
 
 
 def train_dataset(dp: dict, source, table: pd.DataFrame, labels: LabelMap, normalizer: Normalizer, where: str,
@@ -100,7 +115,7 @@ def train_dataset(dp: dict, source, table: pd.DataFrame, labels: LabelMap, norma
     augs = (dp.get("augmentations") or {}).get("train")
     return SampleDataset(table, source, dp["channels"], dp["train_sites"], dp["image_size"], normalizer,
                          build_transforms(augs, seed), train=True, targets=targets, context=context,
-                         where=where)
+                         where=where, cache=packed_images(dp, source))
 
 
 def prepare_training(cfg: dict, workers: int = 4) -> Prepared:

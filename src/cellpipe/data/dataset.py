@@ -8,13 +8,13 @@ import logging
 import random
 from typing import List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
 from cellpipe.core.errors import DataError
+from cellpipe.data.cache import resize
 from cellpipe.data.transforms import reseed
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ class SampleDataset(Dataset):
 
     def __init__(self, table: pd.DataFrame, source, channels: Sequence[int], sites: Sequence[int],
                  image_size: int, normalizer, transforms=None, train: bool = True, targets=None,
-                 context: Optional[Tuple[str, Sequence[str]]] = None, where: str = "sample table"):
+                 context: Optional[Tuple[str, Sequence[str]]] = None, where: str = "sample table", cache=None):
         self.table = table.reset_index(drop=True)
         if targets is None:
             targets = self.table["target"].to_numpy() if "target" in self.table.columns else np.full(len(table), -1)
@@ -44,17 +44,16 @@ class SampleDataset(Dataset):
         self.transforms = transforms
         self.train = train
         self.context = context
+        self.cache = cache  # data.cache.PackedImages or None
         self.context_codes = context_codes(self.table, *context, where) if context else None
 
     def __len__(self):
         return len(self.rows)
 
     def load(self, row, site) -> np.ndarray:
-        img = self.source.load(row, site, self.channels)
-        if img.shape[0] != self.image_size or img.shape[1] != self.image_size:
-            img = cv2.resize(img, (self.image_size, self.image_size), interpolation=cv2.INTER_AREA)
-            if img.ndim == 2:  # cv2 drops a trailing axis of size 1
-                img = img[..., None]
+        img = None if self.cache is None else self.cache.read(self.source, row, site, self.channels)
+        if img is None:
+            img = resize(self.source.load(row, site, self.channels), self.image_size)
         img = self.normalizer(img, row, site, self.channels)
         if self.transforms is not None:
             img = self.transforms(image=img)["image"]

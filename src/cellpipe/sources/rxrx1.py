@@ -168,6 +168,12 @@ class Rxrx1Source(RxrxPlates):
         test = test_table(self.root / "test.csv").assign(split="test")
         return pd.concat([train, test], ignore_index=True)
 
+    def cache_extra_rows(self) -> pd.DataFrame:
+        """Control wells too (Part I, controls as classes), when the control tables are there."""
+        if all((self.root / f"{d}_controls.csv").is_file() for d in DATASETS):
+            return self.control_classes()
+        return self.catalog().iloc[:0]
+
     def split(self, name: str, csv=None) -> pd.DataFrame:
         if name == "test":
             return test_table(csv or self.root / "test.csv").assign(split="test")

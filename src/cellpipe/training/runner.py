@@ -150,7 +150,7 @@ def write_sample_logs(model, prepared: Prepared, cfg, run_dir: Path, stage: str)
     dp = cfg["data_params"]
     tr = prepared.train
     plain_train = SampleDataset(tr.table, tr.source, tr.channels, tr.sites, tr.image_size, tr.normalizer,
-                                None, train=False, targets=tr.targets, context=tr.context)
+                                None, train=False, targets=tr.targets, context=tr.context, cache=tr.cache)
     for split, ds in (("train", plain_train), ("valid", prepared.valid)):
         logits = predict_logits(model, ds, dp["valid_batch_size"] or dp["batch_size"], desc=f"{stage} {split} log")
         table = prediction_table(logits, ds.table, prepared.labels, ds.targets)

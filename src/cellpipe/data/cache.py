@@ -1,0 +1,140 @@
+"""A packed image cache: every sample's sites, resized, in one uint8 array on disk (numpy memmap).
+
+Decoding six PNGs per site costs milliseconds per core; a memmap read of the same site costs
+microseconds, so a few cores can feed a GPU. ``src/pack_cache.py`` (or ``data_params/cache`` at
+the start of a run) packs a source once into ``{cache}/{source}-{size}px-{hash}/``:
+
+    images.npy   N x H x W x C uint8 (every channel of the source, after resize, before normalisation)
+    index.csv    key (the site's first image file, relative to the root), row in images.npy
+    meta.json    source, root, image size, channel count and the fingerprint of every image file
+
+A cache whose fingerprint (paths, sizes and modification times of the image files) or size no
+longer matches is packed again; packing writes a staged folder and renames it into place, so a
+cache is never read half-written. A site missing from the cache (a table added later) is read
+from its files.
+"""
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from cellpipe.core import fsutil
+from cellpipe.core.runlock import run_lock
+
+log = logging.getLogger(__name__)
+
+IMAGES, INDEX, META = "images.npy", "index.csv", "meta.json"
+
+
+def resize(img: np.ndarray, size: int) -> np.ndarray:
+    """H x W x C -> size x size x C (INTER_AREA). OpenCV's area resize takes at most 4 channels at
+    non-integer scales (e.g. 6 stains from 512 to 384 px), so wider images go 4 channels at a time."""
+    if img.shape[0] == size and img.shape[1] == size:
+        return img
+    planes = [cv2.resize(np.ascontiguousarray(img[..., i:i + 4]), (size, size), interpolation=cv2.INTER_AREA)
+              for i in range(0, img.shape[-1], 4)]
+    return np.concatenate([p[..., None] if p.ndim == 2 else p for p in planes], axis=-1)
+
+
+def site_files(source, row, site: int) -> List[Path]:
+    return list(dict.fromkeys(source.image_files(row, site, list(range(1, source.n_channels + 1)))))
+
+
+def site_key(source, row, site: int) -> str:
+    path = site_files(source, row, site)[0]
+    try:
+        return str(Path(path).relative_to(source.root))
+    except ValueError:
+        return str(path)
+
+
+def cache_rows(source) -> pd.DataFrame:
+    """What a cache holds: the source's catalog plus any extra rows it declares (RxRx1's control wells)."""
+    extra = getattr(source, "cache_extra_rows", None)
+    table = source.catalog()
+    return pd.concat([table, extra()], ignore_index=True) if extra else table
+
+
+def fingerprint(source, rows: pd.DataFrame) -> Tuple[str, List[Tuple[dict, int, str]]]:
+    """sha1 over every image file's path, size and mtime, and the (row, site, key) list to pack."""
+    digest, items = hashlib.sha1(), []
+    for row in rows.to_dict("records"):
+        for site in source.sites:
+            files = site_files(source, row, site)
+            if not all(f.is_file() for f in files):
+                continue  # a site the input does not have (checked when a run uses it)
+            for f in files:
+                st = f.stat()
+                digest.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            items.append((row, site, site_key(source, row, site)))
+    return digest.hexdigest(), items
+
+
+def cache_dir(root, source, image_size: int) -> Path:
+    tag = hashlib.sha1(f"{source.name}\0{Path(source.root).resolve()}".encode()).hexdigest()[:8]
+    return Path(root) / f"{source.name}-{int(image_size)}px-{tag}"
+
+
+def pack(source, root, image_size: int, force: bool = False) -> Path:
+    """Pack ``source`` at ``image_size`` under ``root`` unless an up-to-date cache is there; its folder."""
+    target = cache_dir(root, source, image_size)
+    with run_lock(Path(root), "cache folder"):
+        rows = cache_rows(source)
+        print_hash, items = fingerprint(source, rows)
+        meta_path = target / META
+        if meta_path.is_file() and not force:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("fingerprint") == print_hash and meta.get("image_size") == int(image_size):
+                log.info("cache up to date: %s (%d sites)", target, meta["n"])
+                return target
+            log.info("cache %s is stale (the images or the size changed): packing again", target)
+        with fsutil.staged_dir(target) as staged:
+            shape = (len(items), int(image_size), int(image_size), source.n_channels)
+            array = np.lib.format.open_memmap(staged / IMAGES, mode="w+", dtype=np.uint8, shape=shape)
+            channels = list(range(1, source.n_channels + 1))
+            for i, (row, site, _) in enumerate(tqdm(items, desc="pack cache", unit="site")):
+                img = resize(source.load(row, site, channels), int(image_size))
+                array[i] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+            array.flush()
+            del array
+            fsutil.write_csv(pd.DataFrame({"key": [k for _, _, k in items]}), staged / INDEX)
+            fsutil.write_text(json.dumps({"source": source.name, "root": str(source.root), "image_size": int(image_size),
+                                          "n_channels": source.n_channels, "n": len(items),
+                                          "fingerprint": print_hash}, indent=2), staged / META)
+    log.info("packed %d sites of %s at %d px into %s", len(items), source.describe(), image_size, target)
+    return target
+
+
+class PackedImages:
+    """Read side of a cache; opens its memmap lazily in each process (DataLoader workers)."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        meta = json.loads((self.folder / META).read_text())
+        self.image_size, self.n_channels = meta["image_size"], meta["n_channels"]
+        keys = pd.read_csv(self.folder / INDEX)["key"].astype(str)
+        self.index = dict(zip(keys, range(len(keys))))
+        self._array: Optional[np.ndarray] = None
+        self.misses = 0
+
+    def __getstate__(self):  # workers get the path, not the mapped array
+        return {**self.__dict__, "_array": None}
+
+    def read(self, source, row, site: int, channels) -> Optional[np.ndarray]:
+        """H x W x len(channels) float32, or None when the site is not in the cache."""
+        i = self.index.get(site_key(source, row, site))
+        if i is None:
+            self.misses += 1
+            if self.misses == 1:
+                log.warning("%s: site %s/%s is not in the cache; such sites are read from their files",
+                            self.folder, row.get("id"), site)
+            return None
+        if self._array is None:
+            self._array = np.load(self.folder / IMAGES, mmap_mode="r")
+        return self._array[i][..., [c - 1 for c in channels]].astype(np.float32)

@@ -484,7 +484,7 @@ def test_packed_cache_feeds_the_same_images_and_is_refreshed(tmp_path, demo_root
 def test_resize_of_more_than_four_channels_at_any_scale():
     import numpy as np
 
-    from cellpipe.data.cache import resize
+    from cellpipe.core.images import resize
 
     img = np.random.default_rng(0).uniform(0, 255, (32, 32, 6)).astype(np.float32)
     out = resize(img, 24)  # OpenCV's area resize alone fails above 4 channels at non-integer scales

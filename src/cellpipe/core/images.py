@@ -128,3 +128,13 @@ def _per_channel(value, channels, n: int, path) -> np.ndarray:
     if max(picks) >= len(values):
         raise DataError(f"{path}: rescale window lists {len(values)} value(s) but channel {max(picks) + 1} is used")
     return values[picks]
+
+
+def resize(img: np.ndarray, size: int) -> np.ndarray:
+    """H x W x C -> size x size x C (INTER_AREA). OpenCV's area resize takes at most 4 channels at
+    non-integer scales (e.g. 6 stains from 512 to 384 px), so wider images go 4 channels at a time."""
+    if img.shape[0] == size and img.shape[1] == size:
+        return img
+    planes = [cv2.resize(np.ascontiguousarray(img[..., i:i + 4]), (size, size), interpolation=cv2.INTER_AREA)
+              for i in range(0, img.shape[-1], 4)]
+    return np.concatenate([p[..., None] if p.ndim == 2 else p for p in planes], axis=-1)

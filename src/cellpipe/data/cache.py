@@ -19,12 +19,12 @@ import logging
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-import cv2
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from cellpipe.core import fsutil
+from cellpipe.core.images import resize
 from cellpipe.core.runlock import run_lock
 
 log = logging.getLogger(__name__)
@@ -32,22 +32,12 @@ log = logging.getLogger(__name__)
 IMAGES, INDEX, META = "images.npy", "index.csv", "meta.json"
 
 
-def resize(img: np.ndarray, size: int) -> np.ndarray:
-    """H x W x C -> size x size x C (INTER_AREA). OpenCV's area resize takes at most 4 channels at
-    non-integer scales (e.g. 6 stains from 512 to 384 px), so wider images go 4 channels at a time."""
-    if img.shape[0] == size and img.shape[1] == size:
-        return img
-    planes = [cv2.resize(np.ascontiguousarray(img[..., i:i + 4]), (size, size), interpolation=cv2.INTER_AREA)
-              for i in range(0, img.shape[-1], 4)]
-    return np.concatenate([p[..., None] if p.ndim == 2 else p for p in planes], axis=-1)
-
-
 def site_files(source, row, site: int) -> List[Path]:
     return list(dict.fromkeys(source.image_files(row, site, list(range(1, source.n_channels + 1)))))
 
 
-def site_key(source, row, site: int) -> str:
-    path = site_files(source, row, site)[0]
+def site_key(source, row, site: int, files: Optional[List[Path]] = None) -> str:
+    path = (files or site_files(source, row, site))[0]
     try:
         return str(Path(path).relative_to(source.root))
     except ValueError:
@@ -72,7 +62,7 @@ def fingerprint(source, rows: pd.DataFrame) -> Tuple[str, List[Tuple[dict, int, 
             for f in files:
                 st = f.stat()
                 digest.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-            items.append((row, site, site_key(source, row, site)))
+            items.append((row, site, site_key(source, row, site, files)))
     return digest.hexdigest(), items
 
 

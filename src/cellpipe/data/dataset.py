@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cellpipe.core.errors import DataError
-from cellpipe.data.cache import resize
+from cellpipe.core.images import resize
 from cellpipe.data.transforms import reseed
 
 log = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from cellpipe.data.sampling import group_codes
+from cellpipe.models import call_model, flatten_sites
 
 
 def _bn_layers(model):
@@ -32,11 +33,7 @@ def adapt_bn(model, dataset, batch_size: int, num_workers: int = 0, device=None)
     for m in layers:
         m.train()
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers):
-        x, context = batch["features"].to(device), batch.get("context")
-        if x.ndim == 5:
-            context = None if context is None else context.repeat_interleave(x.shape[1])
-            x = x.flatten(0, 1)
-        model(x) if context is None else model(x, context)
+        call_model(model, *flatten_sites(batch["features"].to(device), batch.get("context")))
     for m, momentum in zip(layers, saved):
         m.momentum = momentum
     model.eval()

@@ -118,6 +118,18 @@ class CellClassifier(nn.Module):
 # ------------------------------------------------------------ stem adaptation
 
 
+def flatten_sites(x: torch.Tensor, context: Optional[torch.Tensor] = None):
+    """(B, S, C, H, W) -> (B*S, C, H, W), the context repeated per site; 4-D input as it is."""
+    if x.ndim != 5:
+        return x, context
+    return x.flatten(0, 1), None if context is None else context.repeat_interleave(x.shape[1])
+
+
+def call_model(model: nn.Module, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``model(x)``, with the context input when there is one (plain nn.Modules take none)."""
+    return model(x) if context is None else model(x, context)
+
+
 def adapt_stem(module: nn.Module, n_channels: int) -> str:
     """Make the first 3-channel conv of ``module`` take ``n_channels`` inputs.
 

@@ -74,15 +74,17 @@ class EpochCheckpointCallback(ICheckpointCallback):
         self.keep_epochs = keep_epochs
         self.stateful = dict(stateful or {})
         self.best: Optional[dict] = None
-        self.resumed_from = 0
 
     # ---------------------------------------------------------------- resume
-    def _scaler(self, runner):
-        return getattr(getattr(runner.engine, "scaler", None), "state_dict", None) and runner.engine.scaler
+    @staticmethod
+    def _scaler(runner):
+        """The engine's AMP grad scaler (accelerate keeps one with fp16), or None."""
+        scaler = getattr(runner.engine, "scaler", None)
+        return scaler if hasattr(scaler, "state_dict") else None
 
     def on_experiment_start(self, runner) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.best, self.resumed_from = None, 0
+        self.best = None
         path = self.dir / RESUME
         if not path.is_file():
             return
@@ -98,7 +100,7 @@ class EpochCheckpointCallback(ICheckpointCallback):
         if runner.scheduler is not None and state.get("scheduler") is not None:
             runner.scheduler.load_state_dict(state["scheduler"])
         scaler = self._scaler(runner)
-        if scaler and state.get("scaler") is not None:
+        if scaler is not None and state.get("scaler") is not None:
             scaler.load_state_dict(state["scaler"])
         for name, obj in self.stateful.items():
             if name in state["stateful"]:
@@ -106,7 +108,7 @@ class EpochCheckpointCallback(ICheckpointCallback):
         runner.epoch_step, runner.batch_step, runner.sample_step = state["steps"]
         runner.experiment_metrics.update(state["metrics"])
         set_rng_state(state["rng"])
-        self.best, self.resumed_from = state["best"], runner.epoch_step
+        self.best = state["best"]
         log.info("resuming %s after epoch %d (of %d) from %s", self.dir.parent.name, runner.epoch_step,
                  runner.num_epochs, path)
 
@@ -126,7 +128,7 @@ class EpochCheckpointCallback(ICheckpointCallback):
             "model": weights,
             "optimizer": runner.optimizer.state_dict() if runner.optimizer is not None else None,
             "scheduler": runner.scheduler.state_dict() if runner.scheduler is not None else None,
-            "scaler": scaler.state_dict() if scaler else None,
+            "scaler": scaler.state_dict() if scaler is not None else None,
             "stateful": {name: obj.state_dict() for name, obj in self.stateful.items()},
             "steps": (runner.epoch_step, runner.batch_step, runner.sample_step),
             "metrics": {k: dict(v) for k, v in runner.experiment_metrics.items()},

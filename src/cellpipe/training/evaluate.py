@@ -14,6 +14,7 @@ from cellpipe.core import layout
 from cellpipe.core.errors import DataError
 from cellpipe.core.fsutil import write_csv, write_text
 from cellpipe.data.labels import LabelMap
+from cellpipe.models import call_model, flatten_sites
 
 View = Callable[[torch.Tensor], torch.Tensor]
 
@@ -36,13 +37,12 @@ def predict_logits(model, dataset, batch_size: int, num_workers: int = 0, device
         if x.ndim == 4:  # a train-mode dataset: one site
             x = x[:, None]
         b, s = x.shape[:2]
-        flat = x.flatten(0, 1)
         context = batch.get("context")
-        context = None if context is None else context.to(device).repeat_interleave(s)
+        flat, context = flatten_sites(x, None if context is None else context.to(device))
         per_view = []
         for view in views:
             with torch.autocast(device.type, enabled=use_amp):
-                per_view.append((model(view(flat)) if context is None else model(view(flat), context)).float())
+                per_view.append(call_model(model, view(flat), context).float())
         stacked = torch.stack(per_view)
         combined = stacked.max(dim=0).values if reduce == "max" else stacked.mean(dim=0)
         out.append(combined.view(b, s, -1).mean(dim=1).cpu())

@@ -30,7 +30,7 @@ from cellpipe.data.build import Prepared, prepare_training
 from cellpipe.data.dataset import SampleDataset, class_weights, sample_weights
 from cellpipe.data.sampling import GroupBatchSampler, SeededBatches, group_codes
 from cellpipe.data.transforms import worker_init_fn
-from cellpipe.models import create_model, load_checkpoint
+from cellpipe.models import call_model, create_model, flatten_sites, load_checkpoint
 from cellpipe.training.callbacks import EMACallback, EpochMetricsCallback, GradualUnfreezeCallback, HistoryCallback
 from cellpipe.training.checkpoint import RESUME, EpochCheckpointCallback, StatefulEarlyStopping
 from cellpipe.training.evaluate import predict_logits, prediction_table, write_validation_report
@@ -69,10 +69,7 @@ class CellRunner(dl.Runner):
 def forward_sites(model, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Logits of a batch; an eval batch (B, sites, C, H, W) averages its sites' logits."""
     sites = x.shape[1] if x.ndim == 5 else 0
-    if sites:
-        x = x.flatten(0, 1)
-        context = None if context is None else context.repeat_interleave(sites)
-    logits = model(x) if context is None else model(x, context)  # plain nn.Modules take no context
+    logits = call_model(model, *flatten_sites(x, context))
     return logits.view(-1, sites, logits.shape[-1]).mean(dim=1) if sites else logits
 
 

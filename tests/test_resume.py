@@ -104,12 +104,23 @@ def test_one_process_per_run_folder_and_stale_locks_are_taken_over(tmp_path):
         assert f"pid {os.getpid()}" in (tmp_path / LOCK_FILE).read_text()
 
 
-def tiny_run(root, logdir):
+def tiny_run(root, logdir, *extra):
     import train
 
     return train.main(["--config", str(REPO / "configs/classify.yml"), "--overlay",
                        str(REPO / "configs/data/manifest.yml"), "--overlay", str(REPO / "configs/tiny.yml"),
-                       "--logdir", str(logdir), f"--data_params/root={root}"])
+                       "--logdir", str(logdir), f"--data_params/root={root}", *extra])
+
+
+def test_force_ignores_the_resume_state(tmp_path):
+    root = write_manifest(tmp_path / "data", per_class=6).parent
+    resume = tmp_path / "run" / "finetune" / "checkpoints" / "resume.pth"
+    resume.parent.mkdir(parents=True)
+    resume.write_bytes(b"left by a killed run of another model")
+    with pytest.raises(SystemExit, match="cannot resume from .*resume.pth"):
+        tiny_run(root, tmp_path / "run")
+    assert tiny_run(root, tmp_path / "run", "--force") == 0  # as its error message says
+    assert (tmp_path / "run" / "DONE.json").is_file() and not resume.exists()
 
 
 def test_full_or_unwritable_output_fails_before_training(tmp_path, monkeypatch):

@@ -266,6 +266,8 @@ def _train(cfg, logdir: Path, force: bool) -> dict:
             log.info("stage %s already finished, not retraining it", name)
             result = json.loads(marker.read_text())
         else:
+            if force:  # --force retrains from the first epoch, not from a killed run's resume state
+                (stage_dir / STAGE_RESUME).unlink(missing_ok=True)
             if previous is not None:
                 # start where the previous stage ended: its best epoch, or its last one
                 start = previous / (STAGE_BEST if stage.get("load_best") else STAGE_LAST)

@@ -10,6 +10,8 @@ restarted run skips finished stages; the whole run ends with
 LOGDIR/checkpoints/best.pth (+ labels.json), valid_predictions.csv,
 per_class.csv, history.csv, training_logs/, the figures of its target kind
 (confusion_matrix*.png or per_class_f1.png) and LOGDIR/DONE.json; a finished run is skipped.
+With --engine_params/processes=N the run goes distributed (N processes under torchrun, see
+cellpipe.training.distributed).
 """
 import argparse
 import json
@@ -20,6 +22,7 @@ from pathlib import Path
 from cellpipe.core import cli
 from cellpipe.core import config as cfglib
 from cellpipe.core.runlock import check_writable
+from cellpipe.training import distributed
 from cellpipe.training.checks import check_names
 from cellpipe.training.runner import train
 
@@ -28,11 +31,14 @@ log = logging.getLogger("train")
 
 def setup_logging(logdir) -> None:
     """Log to stderr and to train.log next to the checkpoints (a folder that cannot be written is
-    one error line, before anything else)."""
+    one error line, before anything else); in a distributed run only rank 0 logs below warnings."""
     try:
         check_writable(logdir)
     except cli.USER_ERRORS as e:
         cli.fail(e)
+    if not distributed.is_main():
+        logging.basicConfig(level=logging.WARNING, format=f"rank {distributed.rank()}: %(levelname)s %(message)s")
+        return
     cli.setup_logging(logging.FileHandler(Path(logdir) / "train.log"))
 
 
@@ -57,12 +63,20 @@ def main(argv=None) -> int:
     if args.print_config:
         print(cfglib.dump(cfg))
         return 0
+    processes = cfg["engine_params"].get("processes") or 1
+    if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
+        print(f"config error: config key 'engine_params/processes': expected a whole number >= 1, got {processes!r}",
+              file=sys.stderr)
+        return 2
+    if processes > 1 and distributed.world_size() == 1:  # start the processes, each runs this script
+        return distributed.relaunch(processes, [__file__, *(argv if argv is not None else sys.argv[1:])])
     setup_logging(args.logdir)
     try:
         summary = train(cfg, args.logdir, force=args.force)
         from cellpipe.reports.plots import run_figures  # matplotlib only after training
 
-        run_figures(args.logdir)
+        if distributed.is_main():
+            run_figures(args.logdir)
     except cli.USER_ERRORS as e:
         log.debug("failed", exc_info=True)
         cli.fail(e)

@@ -286,7 +286,7 @@ def test_ema_callback_validates_the_average_and_trains_the_raw_weights():
     model = torch.nn.Linear(2, 1, bias=False)
     with torch.no_grad():
         model.weight.fill_(0.0)
-    runner = SimpleNamespace(model=model, is_train_loader=True)
+    runner = SimpleNamespace(model=model, is_train_loader=True, engine=SimpleNamespace(unwrap_model=lambda m: m))
     ema = EMACallback(decay=0.9)
     ema.on_experiment_start(runner)
     for _ in range(2):  # two "optimizer steps" to weight 1.0

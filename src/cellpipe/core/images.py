@@ -90,12 +90,13 @@ def check_rescale(rule: Optional[dict], key: str = "data_params/rescale") -> Non
 
 
 def to_8bit_units(img: np.ndarray, rule: Optional[dict], path="", channels: Optional[Sequence[int]] = None) -> np.ndarray:
-    """H x W x C image -> float32 in 0..255 by ``rule`` (see the module doc); 8-bit passes unchanged.
+    """H x W x C image -> float32 in 0..255 by ``rule`` (see the module doc); 8-bit passes unchanged
+    (uint8: the loader's normalisation reads it through a lookup table, data.normalize).
 
     ``channels``: the 1-based source channels the image holds, to pick per-channel window limits.
     """
     if img.dtype == np.uint8:
-        return img.astype(np.float32)
+        return img
     if rule is None:
         raise DataError(f"{path}: {img.dtype} image needs a rescale rule (data_params/rescale: "
                         f"{{mode: full | bits | percentile | window}}); none is set")

@@ -117,7 +117,7 @@ class PackedImages:
         return {**self.__dict__, "_array": None}
 
     def read(self, source, row, site: int, channels) -> Optional[np.ndarray]:
-        """H x W x len(channels) float32, or None when the site is not in the cache."""
+        """H x W x len(channels) uint8, or None when the site is not in the cache."""
         i = self.index.get(site_key(source, row, site))
         if i is None:
             self.misses += 1
@@ -127,4 +127,4 @@ class PackedImages:
             return None
         if self._array is None:
             self._array = np.load(self.folder / IMAGES, mmap_mode="r")
-        return self._array[i][..., [c - 1 for c in channels]].astype(np.float32)
+        return self._array[i][..., [c - 1 for c in channels]]

@@ -54,10 +54,10 @@ class SampleDataset(Dataset):
         img = None if self.cache is None else self.cache.read(self.source, row, site, self.channels)
         if img is None:
             img = resize(self.source.load(row, site, self.channels), self.image_size)
-        img = self.normalizer(img, row, site, self.channels)
-        if self.transforms is not None:
-            img = self.transforms(image=img)["image"]
-        return np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
+        x = self.normalizer.chw(img, row, site, self.channels)
+        if self.transforms is not None:  # albumentations works on H x W x C
+            x = np.ascontiguousarray(self.transforms(image=x.transpose(1, 2, 0))["image"].transpose(2, 0, 1), np.float32)
+        return x
 
     def __getitem__(self, index):
         pick = random

@@ -62,17 +62,24 @@ class SeededBatches(Sampler[List[Tuple[int, int]]]):
 
     The seeds come from torch's global generator in the main process, which catalyst reseeds
     every epoch, so an epoch's draws are the same whatever the number of (persistent) workers and
-    after a resume from that epoch.
+    after a resume from that epoch. With ``world`` > 1 processes (distributed training) every
+    process draws the same batches and seeds and keeps batches ``rank``, ``rank + world``, ...;
+    all keep the same number, as DistributedDataParallel steps in lockstep.
     """
 
-    def __init__(self, batches: Iterable[List[int]]):
+    def __init__(self, batches: Iterable[List[int]], rank: int = 0, world: int = 1):
         self.batches = batches
+        self.rank, self.world = int(rank), int(world)
         self.batch_size = getattr(batches, "batch_size", None)  # catalyst reads it
 
     def __iter__(self) -> Iterator[List[Tuple[int, int]]]:
-        for batch in self.batches:
+        n = len(self)
+        for i, batch in enumerate(self.batches):
             seeds = torch.randint(0, 2**31 - 1, (len(batch),)).tolist()
-            yield list(zip(batch, seeds))
+            if i // self.world >= n:
+                break
+            if i % self.world == self.rank:
+                yield list(zip(batch, seeds))
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.batches) // self.world

@@ -85,8 +85,16 @@ class CellClassifier(nn.Module):
         self.n_channels = n_channels
         self.num_classes = num_classes
         self.stem = stem  # name of the n-channel conv inside ``encoder``
+        self.channels_last = False  # engine_params/channels_last: NHWC inputs (tensor cores); not saved
+
+    def to_channels_last(self) -> "CellClassifier":
+        """Weights and inputs in NHWC memory layout (faster convolutions under AMP on recent GPUs)."""
+        self.channels_last = True
+        return self.to(memory_format=torch.channels_last)
 
     def features(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         f = self.encoder(x)
         if self.context is not None:
             if context is None:
@@ -94,14 +102,19 @@ class CellClassifier(nn.Module):
             f = f + self.context(context.to(f.device))
         return f
 
-    def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.head(self.dropout(self.features(x, context)))
+    def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None, with_cosines: bool = False):
+        """Logits; with ``with_cosines`` (ArcFace training) also the cosine of the features to every
+        class centre, from one encoder pass. A flag rather than a second method, so that the call
+        goes through (Distributed)DataParallel wrappers."""
+        f = self.features(x, context)
+        logits = self.head(self.dropout(f))
+        if not with_cosines:
+            return logits
+        return logits, nn.functional.linear(nn.functional.normalize(f), nn.functional.normalize(self.arc))
 
     def forward_with_cosines(self, x: torch.Tensor, context: Optional[torch.Tensor] = None):
-        """(logits, cosine of the features to every ArcFace class centre): one encoder pass."""
-        f = self.features(x, context)
-        cos = nn.functional.linear(nn.functional.normalize(f), nn.functional.normalize(self.arc))
-        return self.head(self.dropout(f)), cos
+        """(logits, cosine of the features to every ArcFace class centre)."""
+        return self.forward(x, context, with_cosines=True)
 
     def freeze_backbone(self, frozen: bool = True) -> None:
         """Stop (or restart) gradients into the encoder; the head stays trainable."""

@@ -9,7 +9,7 @@ Sample table (one row per sample; extra columns of the input are kept):
     group   grouping for folds (experiment, patient, source folder...); defaults to id
 
 Images are found through columns the adapter adds (a path, one path per channel, or
-plate/well coordinates). ``load(row, site, channels)`` returns float32 in 8-bit units
+plate/well coordinates). ``load(row, site, channels)`` returns 8-bit units (uint8 as stored, else float32)
 (0..255; see core.images for the rescale rule of deeper images). Sites are the views of
 one sample (RxRx1 sites, Phenix fields); adapters without them have the single site 1.
 """
@@ -100,7 +100,7 @@ class Source:
         raise NotImplementedError
 
     def load(self, row, site: int, channels: Sequence[int]) -> np.ndarray:
-        """H x W x len(channels) float32 in 8-bit units."""
+        """H x W x len(channels): uint8 as stored, other depths as float32 in 8-bit units."""
         files = self.image_files(row, site, channels)
         if not self.per_channel_files:
             img = read_image(files[0])

@@ -8,6 +8,7 @@ import torch
 from catalyst import dl
 
 from cellpipe.core.fsutil import write_csv
+from cellpipe.training import distributed
 from cellpipe.training.metrics import classification_metrics, epoch_metrics
 
 log = logging.getLogger(__name__)
@@ -20,15 +21,21 @@ class EpochMetricsCallback(dl.Callback):
         super().__init__(order=dl.CallbackOrder.Metric)
         self.labels = labels
 
-    def on_loader_start(self, runner):
-        self.logits, self.targets = [], []
-
     def on_batch_end(self, runner):
         self.logits.append(runner.batch["logits"].detach().float().cpu())
         self.targets.append(runner.batch["targets"].detach().cpu())
+        self.index.append(torch.as_tensor(runner.batch["index"]).cpu())
+
+    def on_loader_start(self, runner):
+        self.logits, self.targets, self.index = [], [], []
 
     def on_loader_end(self, runner):
         logits, targets = torch.cat(self.logits), torch.cat(self.targets)
+        shards = distributed.gather((torch.cat(self.index), logits, targets))
+        if len(shards) > 1:  # every process's shard, back in sample order: metrics over the whole loader
+            index = torch.cat([s[0] for s in shards])
+            order = torch.argsort(index)
+            logits, targets = torch.cat([s[1] for s in shards])[order], torch.cat([s[2] for s in shards])[order]
         if self.labels is None or self.labels.kind == "single":
             metrics = classification_metrics(logits, targets)
         else:
@@ -58,7 +65,7 @@ class GradualUnfreezeCallback(dl.Callback):
         return math.ceil(progress * self.fraction * n_blocks - 1e-9)
 
     def on_epoch_start(self, runner):
-        blocks = encoder_blocks(runner.model)
+        blocks = encoder_blocks(runner.engine.unwrap_model(runner.model))
         k = self.blocks_open(runner.epoch_step, len(blocks))
         for i, block in enumerate(blocks):
             trainable = i >= len(blocks) - k
@@ -89,13 +96,19 @@ class HistoryCallback(dl.Callback):
             row.update({f"{loader}_{k}": float(v) for k, v in metrics.items()
                         if isinstance(v, (int, float)) and not k.startswith("_")})
         self.rows.append(row)
-        write_csv(pd.DataFrame(self.rows), self.path)
+        if distributed.is_main():
+            write_csv(pd.DataFrame(self.rows), self.path)
 
     def state_dict(self) -> dict:
         return {"rows": self.rows}
 
     def load_state_dict(self, state: dict) -> None:
         self.rows = list(state["rows"])
+
+
+def _net(runner):
+    """The model without its (Distributed)DataParallel wrapper: state-dict keys stay the same."""
+    return runner.engine.unwrap_model(runner.model)
 
 
 class EMACallback(dl.Callback):
@@ -110,14 +123,14 @@ class EMACallback(dl.Callback):
         self.ema, self.raw = None, None
 
     def on_experiment_start(self, runner):
-        self.ema = {k: v.detach().clone() for k, v in runner.model.state_dict().items()}
+        self.ema = {k: v.detach().clone() for k, v in _net(runner).state_dict().items()}
         self.raw = None
 
     @torch.no_grad()
     def on_batch_end(self, runner):
         if not runner.is_train_loader:
             return
-        for k, v in runner.model.state_dict().items():
+        for k, v in _net(runner).state_dict().items():
             if v.dtype.is_floating_point:
                 self.ema[k].mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
             else:
@@ -125,12 +138,12 @@ class EMACallback(dl.Callback):
 
     def on_loader_start(self, runner):
         if not runner.is_train_loader and self.raw is None:
-            self.raw = {k: v.detach().clone() for k, v in runner.model.state_dict().items()}
-            runner.model.load_state_dict(self.ema)
+            self.raw = {k: v.detach().clone() for k, v in _net(runner).state_dict().items()}
+            _net(runner).load_state_dict(self.ema)
 
     def on_epoch_start(self, runner):
         if self.raw is not None:
-            runner.model.load_state_dict(self.raw)
+            _net(runner).load_state_dict(self.raw)
             self.raw = None
 
     def state_dict(self) -> dict:

@@ -23,6 +23,7 @@ from catalyst.callbacks.checkpoint import ICheckpointCallback
 
 from cellpipe.core.errors import DataError
 from cellpipe.core.fsutil import atomic_path
+from cellpipe.training import distributed
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +117,15 @@ class EpochCheckpointCallback(ICheckpointCallback):
     def on_epoch_end(self, runner) -> None:
         score = float(runner.epoch_metrics[self.loader_key][self.metric_key])
         better = self.best is None or (score < self.best["score"] if self.minimize else score > self.best["score"])
-        weights = runner.engine.unwrap_model(runner.model).state_dict()
         if better:
             self.best = {"score": score, "epoch": runner.epoch_step}
+        if distributed.is_main():  # the other processes hold the same weights and decisions
+            self._save(runner, better)
+        distributed.barrier()  # nobody reads model.best before rank 0 wrote it
+
+    def _save(self, runner, better: bool) -> None:
+        weights = runner.engine.unwrap_model(runner.model).state_dict()
+        if better:
             save_atomic(weights, self.dir / BEST)
         save_atomic(weights, self.dir / LAST)
         if self.keep_epochs:

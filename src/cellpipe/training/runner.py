@@ -31,8 +31,10 @@ from cellpipe.data.dataset import SampleDataset, class_weights, sample_weights
 from cellpipe.data.sampling import GroupBatchSampler, SeededBatches, group_codes
 from cellpipe.data.transforms import worker_init_fn
 from cellpipe.models import call_model, create_model, flatten_sites, load_checkpoint
+from cellpipe.training import distributed
 from cellpipe.training.callbacks import EMACallback, EpochMetricsCallback, GradualUnfreezeCallback, HistoryCallback
 from cellpipe.training.checkpoint import RESUME, EpochCheckpointCallback, StatefulEarlyStopping
+from cellpipe.training.distributed import ShardSampler
 from cellpipe.training.evaluate import predict_logits, prediction_table, write_validation_report
 from cellpipe.training.losses import create_criterion
 from cellpipe.training.mixing import MixedLoss, Mixer, check_mix
@@ -47,18 +49,33 @@ STAGE_RESUME = f"checkpoints/{RESUME}"
 
 class CellRunner(dl.Runner):
     """Forward pass that averages the logits of every site in eval batches; training batches may be
-    mixed (mixup / CutMix), their loss then reads ``loss_targets``."""
+    mixed (mixup / CutMix), their loss then reads ``loss_targets``.
+
+    Loaders are used as built (make_loaders shards them across processes) and batches are moved
+    to the device here, not by accelerate's loader wrapper, which would shard them a second time.
+    """
 
     def __init__(self, mixer: Optional[Mixer] = None):
         super().__init__()
         self.mixer = mixer
 
+    def _setup_loaders(self) -> None:
+        self.loaders = self.get_loaders()
+
+    def on_loader_start(self, runner):
+        super().on_loader_start(runner)
+        if self.engine.num_processes > 1:
+            # catalyst seeds each process differently (seed + rank + epoch); the batch order and the
+            # per-draw seeds must be the same in every process (data.sampling.SeededBatches shards them)
+            set_global_seed(self.seed + self.epoch_step)
+
     def handle_batch(self, batch):
+        batch = {k: v.to(self.engine.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         x, loss_targets, context = batch["features"], batch["targets"], batch.get("context")
         if self.is_train_loader and self.mixer is not None:
             x, loss_targets = self.mixer.mix(x, loss_targets)
-        if self.is_train_loader and getattr(self.model, "arc", None) is not None:
-            logits, cos = self.model.forward_with_cosines(x, context)  # ArcFace trains on the cosines too
+        if self.is_train_loader and getattr(self.engine.unwrap_model(self.model), "arc", None) is not None:
+            logits, cos = self.model(x, context, with_cosines=True)  # ArcFace trains on the cosines too
             loss_inputs = (logits, cos)
         else:
             logits = forward_sites(self.model, x, context)
@@ -74,11 +91,16 @@ def forward_sites(model, x: torch.Tensor, context: Optional[torch.Tensor] = None
 
 
 def make_loaders(cfg, prepared: Prepared) -> "OrderedDict[str, DataLoader]":
+    """Training batches (seeded per draw, one share of them per process) and the validation loader
+    (one strided shard per process)."""
     dp = cfg["data_params"]
+    rank, world = distributed.rank(), distributed.world_size()
     log.info("train samples: %d, valid samples: %d, classes: %d",
              len(prepared.train), len(prepared.valid), len(prepared.labels))
     common = dict(num_workers=dp["num_workers"], worker_init_fn=worker_init_fn,
                   pin_memory=torch.cuda.is_available(), persistent_workers=dp["num_workers"] > 0)
+    if dp["num_workers"] > 0 and dp.get("prefetch_factor"):
+        common["prefetch_factor"] = int(dp["prefetch_factor"])
     if dp.get("batch_by"):
         if dp.get("balance") == "sampler":
             raise ConfigError("data_params/batch_by and data_params/balance=sampler both choose the batches; "
@@ -93,27 +115,45 @@ def make_loaders(cfg, prepared: Prepared) -> "OrderedDict[str, DataLoader]":
         else:
             sampler = RandomSampler(prepared.train)
         batches = BatchSampler(sampler, dp["batch_size"], dp["drop_last"])
-    if len(batches) == 0:
+    train_batches = SeededBatches(batches, rank, world)
+    if len(train_batches) == 0:
+        per = f" for each of {world} processes" if world > 1 else ""
         raise DataError(f"{prepared.source.describe()} train split: {len(prepared.train)} sample(s) make no training "
-                        f"batch of data_params/batch_size={dp['batch_size']} (drop_last={dp['drop_last']})")
-    train_kwargs = dict(batch_sampler=SeededBatches(batches))
+                        f"batch{per} of data_params/batch_size={dp['batch_size']} (drop_last={dp['drop_last']})")
+    valid_shard = ShardSampler(len(prepared.valid), rank, world) if world > 1 else None
     return OrderedDict(
-        train=DataLoader(prepared.train, **train_kwargs, **common),
+        train=DataLoader(prepared.train, batch_sampler=train_batches, **common),
         valid=DataLoader(prepared.valid, batch_size=dp["valid_batch_size"] or dp["batch_size"], shuffle=False,
-                         **common),
+                         sampler=valid_shard, **common),
     )
 
 
 def make_engine(engine_params: dict) -> dl.Engine:
-    """CPU, one GPU, or DataParallel over all visible GPUs; fp16 autocast on CUDA with amp.
+    """CPU, one GPU, DataParallel over all visible GPUs, or one process of a distributed run (started
+    by torchrun: accelerate reads its environment and joins the process group, gloo on CPU, nccl on
+    CUDA); fp16 autocast on CUDA with amp.
 
     Not catalyst's get_available_engine: it passes ``fp16=`` to accelerate's
     Accelerator, which accelerate 0.34 rejects.
     """
     if engine_params["cpu"] or not torch.cuda.is_available():
         return dl.CPUEngine()
-    engine = dl.DataParallelEngine if torch.cuda.device_count() > 1 else dl.GPUEngine
-    return engine(mixed_precision="fp16" if engine_params["amp"] else "no")
+    precision = "fp16" if engine_params["amp"] else "no"
+    if distributed.world_size() > 1 or torch.cuda.device_count() == 1:
+        return dl.GPUEngine(mixed_precision=precision)
+    return dl.DataParallelEngine(mixed_precision=precision)
+
+
+def prepare_model(model, engine_params: dict, device_type: str):
+    """engine_params/channels_last (auto: on CUDA) and compile (false | true | a torch.compile backend)."""
+    layout_ = engine_params.get("channels_last", "auto")
+    if layout_ is True or (layout_ == "auto" and device_type == "cuda"):
+        model.to_channels_last()
+    backend = engine_params.get("compile") or False
+    if backend:
+        # in place (nn.Module.compile): the state-dict keys stay those of the plain model
+        model.compile(**({} if backend is True else {"backend": str(backend)}))
+    return model
 
 
 def save_final(model, cfg, path: Path, metric: dict, prepared: Prepared) -> None:
@@ -241,6 +281,8 @@ def train(cfg, logdir, force: bool = False) -> dict:
     if done.exists() and not force:
         log.info("run already finished, skipping: %s", logdir)
         return json.loads(done.read_text())
+    if not distributed.is_main():  # rank 0 holds the run's lock for every process
+        return _train(cfg, logdir, force)
     with run_lock(logdir, "run folder"):
         return _train(cfg, logdir, force)
 
@@ -251,12 +293,15 @@ def _train(cfg, logdir: Path, force: bool) -> dict:
     started = time.time()
     prepared = prepare_training(cfg)  # resolves the config's auto values
     check_level_metric(cfg["state_params"]["main_metric"], prepared.labels)
-    write_text(cfglib.dump(cfg), logdir / layout.CONFIG_FILE)
-    log.info("config:\n%s", cfglib.dump(cfg))
+    main = distributed.is_main()
+    if main:
+        write_text(cfglib.dump(cfg), logdir / layout.CONFIG_FILE)
+        log.info("config:\n%s", cfglib.dump(cfg))
     loaders = make_loaders(cfg, prepared)
     model = create_model(**cfg["model_params"])
     check_free_space(logdir, checkpoint_bytes(model, cfg), "this run's checkpoints")
     engine = make_engine(cfg["engine_params"])
+    model = prepare_model(model, cfg["engine_params"], engine.device.type)
     criteria = make_criteria(cfg, prepared)
     result, previous = {}, None
     for name, stage in cfg["stages"].items():
@@ -272,13 +317,19 @@ def _train(cfg, logdir: Path, force: bool) -> dict:
                 # start where the previous stage ended: its best epoch, or its last one
                 start = previous / (STAGE_BEST if stage.get("load_best") else STAGE_LAST)
                 model.load_state_dict(load_checkpoint(start))
+            distributed.barrier()  # every process starts the stage from the same files
             result = run_stage(cfg, name, model, loaders, stage_dir, engine, criteria, prepared.labels)
-            if cfg["state_params"].get("sample_logs"):
-                write_sample_logs(model, prepared, cfg, logdir, name)
-            write_text(json.dumps(result, indent=2), marker)
-            (stage_dir / STAGE_RESUME).unlink(missing_ok=True)  # the stage is done: its resume state is not needed
+            if main:
+                if cfg["state_params"].get("sample_logs"):
+                    write_sample_logs(model, prepared, cfg, logdir, name)
+                write_text(json.dumps(result, indent=2), marker)
+                (stage_dir / STAGE_RESUME).unlink(missing_ok=True)  # the stage is done: no resume state needed
+            distributed.barrier()
         log.info("stage %s best epoch %s: %s", name, result["best_epoch"], result["valid"])
         previous = stage_dir
+    if not main:  # rank 0 writes the run's model and reports
+        distributed.barrier()
+        return {"logdir": str(logdir), "valid": result["valid"], "rank": distributed.rank()}
     # the run's model is the best epoch of its last stage
     model.load_state_dict(load_checkpoint(previous / STAGE_BEST))
     model.freeze_backbone(False)
@@ -292,4 +343,5 @@ def _train(cfg, logdir: Path, force: bool) -> dict:
                "source": cfg["data_params"]["source"], "best_epoch": result["best_epoch"],
                "last_stage": previous.name, **report}
     write_text(json.dumps(summary, indent=2), done)
+    distributed.barrier()
     return summary

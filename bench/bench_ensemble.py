@@ -8,6 +8,7 @@ generation excluded), against a target in seconds.
     python bench/bench_ensemble.py --n_models=6
 """
 import logging
+import resource
 import sys
 import time
 from pathlib import Path
@@ -17,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-import plates  # noqa: E402
-
-import ensemble  # noqa: E402
+from cellpipe.postprocess.blend import average_logits, softmax  # noqa: E402
+from cellpipe.rxrx import plates  # noqa: E402
+from cellpipe.rxrx.ensemble import plate_labels  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,8 @@ def main(
              n_wells, n_classes, len(sizes), sizes.min(), sizes.max(), n_models)
 
     start = time.perf_counter()
-    probs = ensemble.softmax(ensemble.average_logits(arrays), temperature)
-    labels, well_groups = ensemble.plate_labels(probs, wells, groups)
+    probs = softmax(average_logits(arrays), temperature)
+    labels, well_groups = plate_labels(probs, wells, groups)
     elapsed = time.perf_counter() - start
 
     keys = plates.plate_keys(wells)
@@ -95,6 +96,8 @@ def main(
     acc_argmax = (probs.argmax(axis=1) == truth).mean()
     acc_assigned = (labels == truth).mean()
     print(f"ensemble+assignment: {elapsed:.2f} s  target {target_s:.1f} s  ratio {elapsed / target_s:.2f}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    print(f"peak memory {peak:.2f} GiB (the whole process: logits of every model + the ensemble)")
     print(f"accuracy argmax {acc_argmax:.4f} -> assigned {acc_assigned:.4f}; "
           f"plate groups correct {group_ok:.4f}; plates {plates.plate_index(keys)[1]}")
     return None

@@ -30,6 +30,17 @@ def atomic_path(path):
         raise
 
 
+def link_atomic(src, path) -> None:
+    """``path`` becomes the file ``src`` is now (a hard link; a copy where the file system has none),
+    atomically."""
+    with atomic_path(path) as tmp:
+        os.remove(tmp)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+
 def write_csv(df, path, **kwargs):
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False, **kwargs)

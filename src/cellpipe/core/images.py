@@ -20,7 +20,7 @@ passes as it is. A deeper image needs an explicit ``rescale`` rule (YAML
                                         maps to 0..255; values outside it are clipped
 """
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -129,6 +129,12 @@ def _per_channel(value, channels, n: int, path) -> np.ndarray:
     if max(picks) >= len(values):
         raise DataError(f"{path}: rescale window lists {len(values)} value(s) but channel {max(picks) + 1} is used")
     return values[picks]
+
+
+def resize_planes(planes: List[np.ndarray], size: int) -> List[np.ndarray]:
+    """H x W planes -> size x size planes (INTER_AREA); planes of that size pass unchanged."""
+    return [p if p.shape[0] == size and p.shape[1] == size else
+            cv2.resize(np.ascontiguousarray(p), (size, size), interpolation=cv2.INTER_AREA) for p in planes]
 
 
 def resize(img: np.ndarray, size: int) -> np.ndarray:

@@ -98,24 +98,26 @@ def make_eval_dataset(dp: dict, source, table: pd.DataFrame, labels: LabelMap, n
                       where: str, context=None) -> SampleDataset:
     """A deterministic (all sites, no augmentation) dataset of ``table``; unlabelled rows get target -1."""
     targets = labels.encode(table, where)
+    cache = packed_images(dp, source)
     if dp.get("check_files", True):
-        verify_files(table, source, dp["channels"], dp["valid_sites"], where)
+        verify_files(table, source, dp["channels"], dp["valid_sites"], where, cache)
     augs = (dp.get("augmentations") or {}).get("valid")
     return SampleDataset(table, source, dp["channels"], dp["valid_sites"], dp["image_size"], normalizer,
                          build_transforms(augs), train=False, targets=targets, context=context,
-                         where=where, cache=packed_images(dp, source))
+                         where=where, cache=cache)
 
 
 def train_dataset(dp: dict, source, table: pd.DataFrame, labels: LabelMap, normalizer: Normalizer, where: str,
                   seed: Optional[int], context=None) -> SampleDataset:
     """The augmented one-random-site-per-draw dataset of ``table`` (labelled rows only)."""
     targets = labels.encode(table, where)
+    cache = packed_images(dp, source)
     if dp.get("check_files", True):
-        verify_files(table, source, dp["channels"], dp["train_sites"], where)
+        verify_files(table, source, dp["channels"], dp["train_sites"], where, cache)
     augs = (dp.get("augmentations") or {}).get("train")
     return SampleDataset(table, source, dp["channels"], dp["train_sites"], dp["image_size"], normalizer,
                          build_transforms(augs, seed), train=True, targets=targets, context=context,
-                         where=where, cache=packed_images(dp, source))
+                         where=where, cache=cache)
 
 
 def prepare_training(cfg: dict, workers: int = 4) -> Prepared:

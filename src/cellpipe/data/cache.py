@@ -4,7 +4,8 @@ Decoding six PNGs per site costs milliseconds per core; a memmap read of the sam
 microseconds, so a few cores can feed a GPU. ``src/pack_cache.py`` (or ``data_params/cache`` at
 the start of a run) packs a source once into ``{cache}/{source}-{size}px-{hash}/``:
 
-    images.npy   N x H x W x C uint8 (every channel of the source, after resize, before normalisation)
+    images.npy   N x C x H x W uint8 (every channel of the source, after resize, before normalisation;
+                 planar, so that a site's channel is one contiguous block the loader reads in place)
     index.csv    key (the site's first image file, relative to the root), row in images.npy
     meta.json    source, root, image size, channel count and the fingerprint of every image file
 
@@ -24,12 +25,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from cellpipe.core import fsutil
-from cellpipe.core.images import resize
+from cellpipe.core.images import resize_planes
 from cellpipe.core.runlock import run_lock
 
 log = logging.getLogger(__name__)
 
 IMAGES, INDEX, META = "images.npy", "index.csv", "meta.json"
+LAYOUT = "NCHW"  # caches of an older layout are packed again
 
 
 def site_files(source, row, site: int) -> List[Path]:
@@ -80,22 +82,23 @@ def pack(source, root, image_size: int, force: bool = False) -> Path:
         meta_path = target / META
         if meta_path.is_file() and not force:
             meta = json.loads(meta_path.read_text())
-            if meta.get("fingerprint") == print_hash and meta.get("image_size") == int(image_size):
+            if (meta.get("fingerprint") == print_hash and meta.get("image_size") == int(image_size)
+                    and meta.get("layout") == LAYOUT):
                 log.info("cache up to date: %s (%d sites)", target, meta["n"])
                 return target
             log.info("cache %s is stale (the images or the size changed): packing again", target)
         with fsutil.staged_dir(target) as staged:
-            shape = (len(items), int(image_size), int(image_size), source.n_channels)
+            shape = (len(items), source.n_channels, int(image_size), int(image_size))
             array = np.lib.format.open_memmap(staged / IMAGES, mode="w+", dtype=np.uint8, shape=shape)
             channels = list(range(1, source.n_channels + 1))
             for i, (row, site, _) in enumerate(tqdm(items, desc="pack cache", unit="site")):
-                img = resize(source.load(row, site, channels), int(image_size))
-                array[i] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+                for c, plane in enumerate(resize_planes(source.load_planes(row, site, channels), int(image_size))):
+                    array[i, c] = plane if plane.dtype == np.uint8 else np.clip(np.rint(plane), 0, 255)
             array.flush()
             del array
             fsutil.write_csv(pd.DataFrame({"key": [k for _, _, k in items]}), staged / INDEX)
             fsutil.write_text(json.dumps({"source": source.name, "root": str(source.root), "image_size": int(image_size),
-                                          "n_channels": source.n_channels, "n": len(items),
+                                          "n_channels": source.n_channels, "n": len(items), "layout": LAYOUT,
                                           "fingerprint": print_hash}, indent=2), staged / META)
     log.info("packed %d sites of %s at %d px into %s", len(items), source.describe(), image_size, target)
     return target
@@ -116,8 +119,12 @@ class PackedImages:
     def __getstate__(self):  # workers get the path, not the mapped array
         return {**self.__dict__, "_array": None}
 
-    def read(self, source, row, site: int, channels) -> Optional[np.ndarray]:
-        """H x W x len(channels) uint8, or None when the site is not in the cache."""
+    def has(self, source, row, site: int) -> bool:
+        return site_key(source, row, site) in self.index
+
+    def read(self, source, row, site: int, channels) -> Optional[List[np.ndarray]]:
+        """One H x W uint8 plane per channel (views of the memmap: no copy), or None when the site is
+        not in the cache."""
         i = self.index.get(site_key(source, row, site))
         if i is None:
             self.misses += 1
@@ -127,4 +134,4 @@ class PackedImages:
             return None
         if self._array is None:
             self._array = np.load(self.folder / IMAGES, mmap_mode="r")
-        return self._array[i][..., [c - 1 for c in channels]]
+        return [self._array[i, c - 1] for c in channels]

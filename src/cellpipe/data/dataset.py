@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cellpipe.core.errors import DataError
-from cellpipe.core.images import resize
+from cellpipe.core.images import resize_planes
 from cellpipe.data.transforms import reseed
 
 log = logging.getLogger(__name__)
@@ -50,14 +50,19 @@ class SampleDataset(Dataset):
     def __len__(self):
         return len(self.rows)
 
-    def load(self, row, site) -> np.ndarray:
+    def load(self, row, site, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """One site as C x H x W float32 (into ``out`` when given)."""
         img = None if self.cache is None else self.cache.read(self.source, row, site, self.channels)
         if img is None:
-            img = resize(self.source.load(row, site, self.channels), self.image_size)
-        x = self.normalizer.chw(img, row, site, self.channels)
-        if self.transforms is not None:  # albumentations works on H x W x C
-            x = np.ascontiguousarray(self.transforms(image=x.transpose(1, 2, 0))["image"].transpose(2, 0, 1), np.float32)
-        return x
+            img = resize_planes(self.source.load_planes(row, site, self.channels), self.image_size)
+        if self.transforms is None:
+            return self.normalizer.chw(img, row, site, self.channels, out)
+        x = self.normalizer.chw(img, row, site, self.channels)  # albumentations works on H x W x C
+        x = self.transforms(image=x.transpose(1, 2, 0))["image"].transpose(2, 0, 1)
+        if out is None:
+            return np.ascontiguousarray(x, np.float32)
+        out[...] = x
+        return out
 
     def __getitem__(self, index):
         pick = random
@@ -69,7 +74,9 @@ class SampleDataset(Dataset):
         if self.train:
             x = self.load(row, pick.choice(self.sites))
         else:
-            x = np.stack([self.load(row, s) for s in self.sites])
+            x = np.empty((len(self.sites), len(self.channels), self.image_size, self.image_size), np.float32)
+            for i, s in enumerate(self.sites):  # each site written in place
+                self.load(row, s, x[i])
         target = self.targets[index]
         target = int(target) if self.targets.ndim == 1 else torch.as_tensor(target)
         item = {"features": torch.from_numpy(x), "targets": target, "index": index}
@@ -91,11 +98,15 @@ def context_codes(table: pd.DataFrame, column: str, values: Sequence[str], where
     return cells.map(index).to_numpy(dtype=np.int64)
 
 
-def verify_files(table: pd.DataFrame, source, channels: Sequence[int], sites: Sequence[int], where="") -> None:
-    """Fail before training, naming the first missing image, rather than mid-epoch."""
+def verify_files(table: pd.DataFrame, source, channels: Sequence[int], sites: Sequence[int], where="",
+                 cache=None) -> None:
+    """Fail before training, naming the first missing image, rather than mid-epoch (sites in the
+    packed cache need no files)."""
     missing, total = [], 0
     for row in table.to_dict("records"):
         for site in sites:
+            if cache is not None and cache.has(source, row, site):
+                continue
             for path in dict.fromkeys(source.image_files(row, site, channels)):
                 total += 1
                 if not path.is_file():

@@ -69,30 +69,32 @@ class Normalizer:
         """H x W x C normalised float32 (a view of ``chw``'s result)."""
         return self.chw(image, row, site, channels).transpose(1, 2, 0)
 
-    def chw(self, image: np.ndarray, row, site, channels: Sequence[int]) -> np.ndarray:
-        """H x W x C image (uint8 or float in 8-bit units) -> C x H x W normalised float32, in one pass:
-        the layout change, the cast and (x - mean) / std together (a 256-entry table per channel for
-        uint8), which keeps the loader near the speed of PNG decoding (bench/bench_speed.py)."""
-        mean, std = self.mean_std(image, row, site, channels)
-        out = np.empty((image.shape[2],) + image.shape[:2], np.float32)
+    def chw(self, image, row, site, channels: Sequence[int], out: Optional[np.ndarray] = None) -> np.ndarray:
+        """An H x W x C image or a list of C H x W planes (uint8, or float in 8-bit units) -> C x H x W
+        normalised float32, in one pass per plane: the layout change, the cast and (x - mean) / std
+        together (a 256-entry lookup table for uint8), which keeps the loader near the speed of PNG
+        decoding (bench/bench_speed.py). ``out``: a C x H x W float32 array to write into."""
+        planes = [image[..., c] for c in range(image.shape[-1])] if isinstance(image, np.ndarray) else list(image)
+        mean, std = self.mean_std(planes, row, site, channels)
+        if out is None:
+            out = np.empty((len(planes),) + planes[0].shape, np.float32)
         levels = np.arange(256, dtype=np.float32)
-        for c in range(image.shape[2]):
-            if image.dtype == np.uint8:
-                cv2.LUT(image[..., c], (levels - mean[c]) / std[c], dst=out[c])
+        for c, plane in enumerate(planes):
+            if plane.dtype == np.uint8:
+                cv2.LUT(plane, (levels - mean[c]) / std[c], dst=out[c])
             else:
-                np.subtract(image[..., c], mean[c], out=out[c], dtype=np.float32, casting="unsafe")
+                np.subtract(plane, mean[c], out=out[c], dtype=np.float32, casting="unsafe")
                 out[c] *= np.float32(1.0 / std[c])
         return out
 
-    def mean_std(self, image: np.ndarray, row, site, channels: Sequence[int]):
-        """(mean, std) per channel of ``image``, float32 vectors."""
-        n = image.shape[-1]
+    def mean_std(self, planes: List[np.ndarray], row, site, channels: Sequence[int]):
+        """(mean, std) per channel, float32 vectors."""
+        n = len(planes)
         if self.mode == "none":
             return np.zeros(n, np.float32), np.full(n, 255.0, np.float32)
         if self.mode == "image" and not self.table:  # no precomputed stats: the image's own
-            flat = image.reshape(-1, n)
-            return (flat.mean(axis=0).astype(np.float32),
-                    np.maximum(flat.std(axis=0), self.min_std).astype(np.float32))
+            return (np.array([p.mean() for p in planes], np.float32),
+                    np.maximum(np.array([p.std() for p in planes], np.float32), self.min_std))
         key = self.key(row, site)
         if key not in self.table:
             raise DataError(f"{self.source} has no stats for {dict(zip(self.keys, key))}")

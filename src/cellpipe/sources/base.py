@@ -101,6 +101,11 @@ class Source:
 
     def load(self, row, site: int, channels: Sequence[int]) -> np.ndarray:
         """H x W x len(channels): uint8 as stored, other depths as float32 in 8-bit units."""
+        return np.stack(self.load_planes(row, site, channels), axis=-1)
+
+    def load_planes(self, row, site: int, channels: Sequence[int]) -> List[np.ndarray]:
+        """The same as ``load``, one H x W plane per channel (what the loader normalises plane by
+        plane; 8-bit files of one channel each come back as decoded, without a copy)."""
         files = self.image_files(row, site, channels)
         if not self.per_channel_files:
             img = read_image(files[0])
@@ -117,8 +122,11 @@ class Source:
             if len(shapes) != 1:
                 raise DataError(f"channels of sample {row['id']} site {site} differ in size: {sorted(shapes)} "
                                 f"(files {[str(f) for f in files]})")
+            if all(p.dtype == np.uint8 for p in planes):
+                return [p[..., 0] for p in planes]
             img = np.concatenate(planes, axis=-1)
-        return to_8bit_units(img, self.rescale, files[0], channels)
+        img = to_8bit_units(img, self.rescale, files[0], channels)
+        return [img[..., i] for i in range(img.shape[-1])]
 
     @staticmethod
     def submission(table: pd.DataFrame, hits: np.ndarray, labels) -> pd.DataFrame:

@@ -60,7 +60,8 @@ def id_codes(df: pd.DataFrame) -> pd.Series:
 
 
 def image_path(root, dataset: str, experiment: str, plate: int, well: str, site: int, channel: int) -> Path:
-    return Path(root) / dataset / experiment / f"Plate{int(plate)}" / f"{well}_s{int(site)}_w{int(channel)}.png"
+    # one Path from one string: the loader builds six of these per site, and joins cost more than the read's stat
+    return Path(f"{root}/{dataset}/{experiment}/Plate{int(plate)}/{well}_s{int(site)}_w{int(channel)}.png")
 
 
 def cell_type(experiment: str) -> str:

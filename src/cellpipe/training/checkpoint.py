@@ -22,7 +22,7 @@ from catalyst import dl
 from catalyst.callbacks.checkpoint import ICheckpointCallback
 
 from cellpipe.core.errors import DataError
-from cellpipe.core.fsutil import atomic_path
+from cellpipe.core.fsutil import atomic_path, link_atomic
 from cellpipe.training import distributed
 
 log = logging.getLogger(__name__)
@@ -125,11 +125,13 @@ class EpochCheckpointCallback(ICheckpointCallback):
 
     def _save(self, runner, better: bool) -> None:
         weights = runner.engine.unwrap_model(runner.model).state_dict()
-        if better:
-            save_atomic(weights, self.dir / BEST)
         save_atomic(weights, self.dir / LAST)
+        # the same bytes under other names: links, not more writes (model.last is replaced by a rename
+        # next epoch, so the links keep this epoch's file)
+        if better:
+            link_atomic(self.dir / LAST, self.dir / BEST)
         if self.keep_epochs:
-            save_atomic(weights, self.dir / f"model.{runner.epoch_step:04d}.pth")
+            link_atomic(self.dir / LAST, self.dir / f"model.{runner.epoch_step:04d}.pth")
         scaler = self._scaler(runner)
         save_atomic({
             "model": weights,

@@ -6,6 +6,8 @@
 set -euo pipefail
 
 PYTHON="${PYTHON:-python}"
+LAUNCH="${LAUNCH:-$PYTHON}"           # what runs each command; bin/grid.sh records them for a cluster engine
+read -r -a launch <<< "$LAUNCH"
 CONFIG="${CONFIG:-configs/config.yml}"
 OVERLAY="${OVERLAY:-}"
 MODEL="${MODEL:-cell_senet}"
@@ -22,7 +24,7 @@ read -r -a combos <<< "$CHANNELS"
 read -r -a folds <<< "$FOLDS"
 for channels in "${combos[@]}"; do
     for fold in "${folds[@]}"; do
-        "$PYTHON" src/train.py \
+        "${launch[@]}" src/train.py \
             --config "$CONFIG" \
             --overlay "$OVERLAY" \
             --logdir "$LOG_DIR/$OUT_NAME/$channels/fold_$fold/$MODEL_NAME" \

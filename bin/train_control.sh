@@ -5,6 +5,8 @@
 set -euo pipefail
 
 PYTHON="${PYTHON:-python}"
+LAUNCH="${LAUNCH:-$PYTHON}"           # what runs each command; bin/grid.sh records them for a cluster engine
+read -r -a launch <<< "$LAUNCH"
 CONFIG="${CONFIG:-configs/config_control.yml}"
 OVERLAY="${OVERLAY:-}"                # extra YAML merged on top (e.g. configs/demo.yml)
 MODEL="${MODEL:-cell_senet}"
@@ -16,7 +18,7 @@ CHANNELS="${CHANNELS:-[1,2,3,4,5] [1,2,3,4,6] [1,2,3,5,6] [1,2,4,5,6] [1,3,4,5,6
 
 read -r -a combos <<< "$CHANNELS"     # split on spaces; never glob-expand [1,2,...]
 for channels in "${combos[@]}"; do
-    "$PYTHON" src/train.py \
+    "${launch[@]}" src/train.py \
         --config "$CONFIG" \
         --overlay "$OVERLAY" \
         --logdir "$LOG_DIR/pretrained_controls/$channels/$MODEL_NAME" \

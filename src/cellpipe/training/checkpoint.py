@@ -11,8 +11,10 @@ stateful helper (EMA, history, early stopping, mixing). Re-running the same comm
 (data.sampling.SeededBatches), so on the CPU a resumed stage ends bit-identical to an
 uninterrupted one.
 """
+import copy
 import logging
 import random
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -75,6 +77,8 @@ class EpochCheckpointCallback(ICheckpointCallback):
         self.keep_epochs = keep_epochs
         self.stateful = dict(stateful or {})
         self.best: Optional[dict] = None
+        self._writer: Optional[ThreadPoolExecutor] = None
+        self._pending: Optional[Future] = None
 
     # ---------------------------------------------------------------- resume
     @staticmethod
@@ -121,20 +125,15 @@ class EpochCheckpointCallback(ICheckpointCallback):
             self.best = {"score": score, "epoch": runner.epoch_step}
         if distributed.is_main():  # the other processes hold the same weights and decisions
             self._save(runner, better)
-        distributed.barrier()  # nobody reads model.best before rank 0 wrote it
 
     def _save(self, runner, better: bool) -> None:
-        weights = runner.engine.unwrap_model(runner.model).state_dict()
-        save_atomic(weights, self.dir / LAST)
-        # the same bytes under other names: links, not more writes (model.last is replaced by a rename
-        # next epoch, so the links keep this epoch's file)
-        if better:
-            link_atomic(self.dir / LAST, self.dir / BEST)
-        if self.keep_epochs:
-            link_atomic(self.dir / LAST, self.dir / f"model.{runner.epoch_step:04d}.pth")
+        """Snapshot the state now (copies: training goes on mutating it) and write it in a background
+        thread while the next epoch trains; a write still running is waited for first. A kill during
+        a write leaves the previous epoch's files (every file is renamed into place)."""
+        weights = {k: v.detach().to("cpu", copy=True) for k, v in
+                   runner.engine.unwrap_model(runner.model).state_dict().items()}
         scaler = self._scaler(runner)
-        save_atomic({
-            "model": weights,
+        resume = copy.deepcopy({
             "optimizer": runner.optimizer.state_dict() if runner.optimizer is not None else None,
             "scheduler": runner.scheduler.state_dict() if runner.scheduler is not None else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
@@ -143,9 +142,37 @@ class EpochCheckpointCallback(ICheckpointCallback):
             "metrics": {k: dict(v) for k, v in runner.experiment_metrics.items()},
             "best": self.best,
             "rng": rng_state(),
-        }, self.dir / RESUME)
+        })
+        self.wait()
+        self._writer = self._writer or ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
+        self._pending = self._writer.submit(self._write, weights, {"model": weights, **resume}, better,
+                                            runner.epoch_step)
+
+    def _write(self, weights, resume: dict, better: bool, epoch: int) -> None:
+        save_atomic(weights, self.dir / LAST)
+        # the same bytes under other names: links, not more writes (model.last is replaced by a rename
+        # next epoch, so the links keep this epoch's file)
+        if better:
+            link_atomic(self.dir / LAST, self.dir / BEST)
+        if self.keep_epochs:
+            link_atomic(self.dir / LAST, self.dir / f"model.{epoch:04d}.pth")
+        save_atomic(resume, self.dir / RESUME)
+
+    def wait(self) -> None:
+        """Block until the last checkpoint write is on disk (its error, if any, raised here)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def on_exception(self, runner) -> None:
+        self.wait()
 
     def on_experiment_end(self, runner) -> None:
+        self.wait()
+        if self._writer is not None:
+            self._writer.shutdown()
+            self._writer = None
+        distributed.barrier()  # nobody reads model.best before rank 0 wrote it
         # the stage ends on its best epoch's weights (the next stage or the final model starts there)
         best = self.dir / BEST
         if best.is_file():

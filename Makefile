@@ -44,8 +44,8 @@ lint: install  ## static checks: ruff (pyflakes, bugbear, import order), shellch
 	$(VENV)/bin/shellcheck bin/*.sh .ci/run
 	$(VENV)/bin/hadolint docker/Dockerfile
 
-bench: install  ## speed benchmarks (print ratios against their targets)
-	$(PY) bench/bench_ensemble.py
+bench: install  ## speed figures as ratios to their targets: loader, cache, Catalyst loop, predict-all, ensemble (~6 min)
+	$(PY) bench/bench_speed.py
 
 bench-resume: install  ## time lost to a kill mid-stage: resume from the last epoch vs restart the stage
 	$(PY) bench/bench_resume.py

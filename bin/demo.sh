@@ -23,20 +23,9 @@ SECONDS=0
 "$PYTHON" src/make_demo_data.py --out_dir "$DATA_DIR"
 "$PYTHON" src/make_folds.py --data_root "$DATA_DIR" --out_dir "$CSV_DIR"
 
-OVERLAY=configs/demo_control.yml bash bin/train_control.sh
-OVERLAY=configs/demo.yml bash bin/train.sh --overlay configs/recipe_cpu.yml  # the CPU recipe (issue 8)
-echo "Parts I-II done in ${SECONDS}s"
-
-"$PYTHON" src/inference.py predict-all --data_root "$DATA_DIR" --model_root "$LOG_DIR/non_pseudo" \
-    --model_name "$MODEL_NAME" --out_dir "$PRED_DIR/non_pseudo"
-"$PYTHON" src/ensemble.py --data_root "$DATA_DIR" --pred_dirs "$PRED_DIR/non_pseudo" --out_dir "$ENS_DIR/non_pseudo"
-"$PYTHON" src/make_pseudo.py --data_root "$DATA_DIR" --ensemble_dir "$ENS_DIR/non_pseudo" \
-    --csv_dir "$CSV_DIR" --out_dir "$PSEUDO_CSV_DIR"
-
-OVERLAY=configs/demo.yml bash bin/train_pseudo.sh --overlay configs/recipe_cpu.yml
-"$PYTHON" src/inference.py predict-all --data_root "$DATA_DIR" --model_root "$LOG_DIR/pseudo" \
-    --model_name "$MODEL_NAME" --out_dir "$PRED_DIR/pseudo"
-"$PYTHON" src/ensemble.py --data_root "$DATA_DIR" --pred_dirs "$PRED_DIR/pseudo" --out_dir "$ENS_DIR/pseudo"
+# Parts II and III train with the CPU recipe (issue 8)
+CONTROL_OVERLAY=configs/demo_control.yml OVERLAY=configs/demo.yml PRED_DIR="$PRED_DIR" ENS_DIR="$ENS_DIR" \
+    bash bin/flow.sh --overlay configs/recipe_cpu.yml
 cp "$ENS_DIR/pseudo/submission.csv" "$DEMO_DIR/submission.csv"
 
 "$PYTHON" src/report.py ensemble --ensemble_dir "$ENS_DIR/non_pseudo" --data_root "$DATA_DIR" --out_dir "$REPORT_DIR"

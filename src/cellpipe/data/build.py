@@ -97,26 +97,26 @@ def packed_images(dp: dict, source):
 def make_eval_dataset(dp: dict, source, table: pd.DataFrame, labels: LabelMap, normalizer: Normalizer,
                       where: str, context=None) -> SampleDataset:
     """A deterministic (all sites, no augmentation) dataset of ``table``; unlabelled rows get target -1."""
-    targets = labels.encode(table, where)
-    cache = packed_images(dp, source)
-    if dp.get("check_files", True):
-        verify_files(table, source, dp["channels"], dp["valid_sites"], where, cache)
-    augs = (dp.get("augmentations") or {}).get("valid")
-    return SampleDataset(table, source, dp["channels"], dp["valid_sites"], dp["image_size"], normalizer,
-                         build_transforms(augs), train=False, targets=targets, context=context,
-                         where=where, cache=cache)
+    return _dataset(dp, source, table, labels, normalizer, where, context, train=False)
 
 
 def train_dataset(dp: dict, source, table: pd.DataFrame, labels: LabelMap, normalizer: Normalizer, where: str,
                   seed: Optional[int], context=None) -> SampleDataset:
     """The augmented one-random-site-per-draw dataset of ``table`` (labelled rows only)."""
+    return _dataset(dp, source, table, labels, normalizer, where, context, train=True, seed=seed)
+
+
+def _dataset(dp: dict, source, table: pd.DataFrame, labels: LabelMap, normalizer: Normalizer, where: str,
+             context, train: bool, seed: Optional[int] = None) -> SampleDataset:
+    split = "train" if train else "valid"
+    sites = dp[f"{split}_sites"]
     targets = labels.encode(table, where)
     cache = packed_images(dp, source)
     if dp.get("check_files", True):
-        verify_files(table, source, dp["channels"], dp["train_sites"], where, cache)
-    augs = (dp.get("augmentations") or {}).get("train")
-    return SampleDataset(table, source, dp["channels"], dp["train_sites"], dp["image_size"], normalizer,
-                         build_transforms(augs, seed), train=True, targets=targets, context=context,
+        verify_files(table, source, dp["channels"], sites, where, cache)  # sites in the cache need no files
+    augs = (dp.get("augmentations") or {}).get(split)
+    return SampleDataset(table, source, dp["channels"], sites, dp["image_size"], normalizer,
+                         build_transforms(augs, seed), train=train, targets=targets, context=context,
                          where=where, cache=cache)
 
 

@@ -63,11 +63,7 @@ def main(argv=None) -> int:
     if args.print_config:
         print(cfglib.dump(cfg))
         return 0
-    processes = cfg["engine_params"].get("processes") or 1
-    if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
-        print(f"config error: config key 'engine_params/processes': expected a whole number >= 1, got {processes!r}",
-              file=sys.stderr)
-        return 2
+    processes = cfg["engine_params"].get("processes", 1)
     if processes > 1 and distributed.world_size() == 1:  # start the processes, each runs this script
         return distributed.relaunch(processes, [__file__, *(argv if argv is not None else sys.argv[1:])])
     setup_logging(args.logdir)

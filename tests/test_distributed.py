@@ -89,3 +89,13 @@ def test_two_process_run_on_cpu_gathers_validation_metrics(demo_root, demo_csv, 
     assert done["n_valid"] == n_valid
     assert best["valid_accuracy01"] == pytest.approx(done["valid_top1_final"], abs=1e-6)
     assert "rank 1" not in (run / "train.log").read_text()  # one log, written by rank 0
+
+
+def test_gradual_unfreeze_is_refused_with_several_processes():
+    from cellpipe.core import config as cfglib
+    from cellpipe.core.errors import ConfigError
+
+    unfreeze = "--stages/finetune/unfreeze={start_epoch: 1, duration: 1, fraction: 0.5}"
+    cfglib.load_config(REPO / "configs/config.yml", [], [unfreeze])  # one process: fine
+    with pytest.raises(ConfigError, match="unfreeze.*processes"):
+        cfglib.load_config(REPO / "configs/config.yml", [], [unfreeze, "--engine_params/processes=2"])

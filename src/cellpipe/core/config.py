@@ -232,7 +232,13 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
         unfreeze = (stages[name] or {}).get("unfreeze")
         if unfreeze is not None:
             _unfreeze(cfg, name, unfreeze)
+            if (cfg.get("engine_params") or {}).get("processes", 1) != 1:
+                # DistributedDataParallel registers the trainable parameters once, at the stage's start
+                raise ConfigError(f"config key 'stages/{name}/unfreeze' cannot be combined with "
+                                  f"engine_params/processes > 1 (parameters opened mid-stage would not be synced)")
         _optimizer_numbers(cfg, name)
+    if "processes" in (cfg.get("engine_params") or {}):
+        _positive_int(cfg, "engine_params/processes")
     return cfg
 
 

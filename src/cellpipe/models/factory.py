@@ -112,10 +112,6 @@ class CellClassifier(nn.Module):
             return logits
         return logits, nn.functional.linear(nn.functional.normalize(f), nn.functional.normalize(self.arc))
 
-    def forward_with_cosines(self, x: torch.Tensor, context: Optional[torch.Tensor] = None):
-        """(logits, cosine of the features to every ArcFace class centre)."""
-        return self.forward(x, context, with_cosines=True)
-
     def freeze_backbone(self, frozen: bool = True) -> None:
         """Stop (or restart) gradients into the encoder; the head stays trainable."""
         for p in self.encoder.parameters():

@@ -81,7 +81,7 @@ class Normalizer:
         levels = np.arange(256, dtype=np.float32)
         for c, plane in enumerate(planes):
             if plane.dtype == np.uint8:
-                cv2.LUT(plane, (levels - mean[c]) / std[c], dst=out[c])
+                cv2.LUT(plane, ((levels - mean[c]) / std[c]).astype(np.float32), dst=out[c])  # float32: fills out[c]
             else:
                 np.subtract(plane, mean[c], out=out[c], dtype=np.float32, casting="unsafe")
                 out[c] *= np.float32(1.0 / std[c])

@@ -37,6 +37,18 @@ def save_atomic(obj, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+def cpu_copy(obj):
+    """A deep copy with every tensor copied to the CPU (a snapshot the writer thread can save while
+    training goes on, without a second copy of the optimizer state in GPU memory)."""
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if type(obj) in (list, tuple):
+        return type(obj)(cpu_copy(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
 def rng_state() -> dict:
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
@@ -133,7 +145,7 @@ class EpochCheckpointCallback(ICheckpointCallback):
         weights = {k: v.detach().to("cpu", copy=True) for k, v in
                    runner.engine.unwrap_model(runner.model).state_dict().items()}
         scaler = self._scaler(runner)
-        resume = copy.deepcopy({
+        resume = cpu_copy({
             "optimizer": runner.optimizer.state_dict() if runner.optimizer is not None else None,
             "scheduler": runner.scheduler.state_dict() if runner.scheduler is not None else None,
             "scaler": scaler.state_dict() if scaler is not None else None,

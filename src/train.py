@@ -19,7 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
-from cellpipe.core import cli
+from cellpipe.core import cli, layout
 from cellpipe.core import config as cfglib
 from cellpipe.core.runlock import check_writable
 from cellpipe.training import distributed
@@ -39,7 +39,7 @@ def setup_logging(logdir) -> None:
     if not distributed.is_main():
         logging.basicConfig(level=logging.WARNING, format=f"rank {distributed.rank()}: %(levelname)s %(message)s")
         return
-    cli.setup_logging(logging.FileHandler(Path(logdir) / "train.log"))
+    cli.setup_logging(logging.FileHandler(Path(logdir) / layout.TRAIN_LOG))
 
 
 def parse_args(argv=None):

@@ -11,10 +11,12 @@ import pytest
 import torch
 
 from cellpipe.core.errors import DataError
+from cellpipe.core.tables import natural_sort
 from cellpipe.data.dataset import class_weights, sample_weights
-from cellpipe.data.labels import LabelMap, build_label_map, natural_sort
 from cellpipe.demo.generic import write_manifest
 from cellpipe.inference.predict import predict_run
+from cellpipe.tasks import build_task
+from cellpipe.tasks.single import SingleLabel
 from cellpipe.training.callbacks import GradualUnfreezeCallback
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,24 +25,24 @@ REPO = Path(__file__).resolve().parents[1]
 def test_natural_sort_and_label_map():
     assert natural_sort(["c10", "c2", "c1", "b"]) == ["b", "c1", "c2", "c10"]
     table = pd.DataFrame({"id": ["a", "b", "c"], "label": ["x", "y", None]})
-    labels = build_label_map(table, {"unseen_labels": "error"})
+    labels = build_task(table, {"unseen_labels": "error"})
     assert labels.classes == ["x", "y"] and list(labels.encode(table, "t")) == [0, 1, -1]
     with pytest.raises(DataError, match="label 'z' of sample q is not a class"):
         labels.encode(pd.DataFrame({"id": ["q"], "label": ["z"]}), "valid.csv")
-    other = build_label_map(table, {"unseen_labels": "other", "other_label": "Other"})
+    other = build_task(table, {"unseen_labels": "other", "other_label": "Other"})
     assert other.classes == ["Other", "x", "y"]
     assert list(other.encode(pd.DataFrame({"id": ["q"], "label": ["z"]}), "v")) == [0]
-    assert LabelMap.from_dict(json.loads(json.dumps(other.to_dict()))).classes == other.classes
+    assert SingleLabel.from_dict(json.loads(json.dumps(other.to_dict()))).classes == other.classes
 
 
 def test_min_samples_bundles_rare_classes_in_every_split():
     train = pd.DataFrame({"id": list("abcde"), "label": ["x", "x", "x", "y", "z"]})
     valid = pd.DataFrame({"id": ["f", "g"], "label": ["y", "x"]})
-    labels = build_label_map(train, {"min_samples": 2, "other_label": "Other"})
+    labels = build_task(train, {"min_samples": 2, "other_label": "Other"})
     assert labels.classes == ["Other", "x"]
     assert list(labels.encode(train, "t")) == [1, 1, 1, 0, 0] and list(labels.encode(valid, "v")) == [0, 1]
     # the bundling travels with the map: a reloaded map encodes new tables the same way
-    again = LabelMap.from_dict(json.loads(json.dumps(labels.to_dict())))
+    again = SingleLabel.from_dict(json.loads(json.dumps(labels.to_dict())))
     assert list(again.encode(valid, "v")) == [0, 1] and list(again.canonical(valid["label"])) == ["Other", "x"]
 
 

@@ -1,6 +1,9 @@
-"""Model factory: every registered builder, stem adaptation, weight loading."""
+"""Models: every registered family, the family auto-import, stem adaptation, weight loading."""
+import ast
 import re
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import timm
@@ -9,9 +12,10 @@ from torch import nn
 
 import cellpipe  # noqa: F401  (the torchvision shim, before timm)
 from cellpipe.core.errors import ConfigError, DataError
-from cellpipe.models import CellClassifier, adapt_stem, create_model, load_checkpoint, model_names
-from cellpipe.models import factory as models
+from cellpipe.models import MODELS, CellClassifier, adapt_stem, create_model, families, load_checkpoint, model_names
+from cellpipe.models.registry import import_families
 
+PACKAGE = Path(families.__file__).parents[1]  # src/cellpipe/models
 # One small backbone per registered builder; a new builder needs an entry here.
 SMALL = {
     "cell_senet": "se_resnext50_32x4d",
@@ -204,5 +208,71 @@ def test_unknown_kwarg_is_named():
         tiny(size=32, colour="red")
 
 
-def test_registry_is_the_models_registry():
-    assert models.MODELS.names() == model_names()
+def registered_in(path: Path):
+    """Names given by ``@MODELS.register(...)`` decorators in ``path`` (docstrings do not count)."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        for deco in getattr(node, "decorator_list", ()):
+            if isinstance(deco, ast.Call) and ast.unparse(deco.func) == "MODELS.register":
+                yield deco.args[0].value if deco.args else node.name
+
+
+def test_registered_names_are_the_family_files():
+    """Every ``@MODELS.register`` in the package stands in a family file, one or more per file,
+    and exactly those names are registered: a family file that is not imported, a family file
+    without a builder, or a builder registered elsewhere fails here."""
+    found = {name: path for path in PACKAGE.rglob("*.py") for name in registered_in(path)}
+    assert {p.parent for p in found.values()} == {PACKAGE / "families"}
+    assert set(found.values()) == set((PACKAGE / "families").glob("[!_]*.py"))
+    assert set(found) == set(model_names())
+    for name, path in found.items():
+        assert MODELS.get(name).__module__ == f"cellpipe.models.families.{path.stem}"
+
+
+NEW_FAMILY = '''
+import timm
+
+from cellpipe.models.registry import MODELS
+
+
+@MODELS.register("tmp_family")
+def build(model_name, pretrained=None):
+    body = timm.create_model(model_name, pretrained=False, num_classes=0)
+    return body, body.num_features
+'''
+
+
+@pytest.fixture
+def extra_families(tmp_path, monkeypatch):
+    """A second folder of the families package; registry and module cache restored afterwards."""
+    monkeypatch.setattr(families, "__path__", [*families.__path__, str(tmp_path)])
+    monkeypatch.setattr(MODELS, "_items", dict(MODELS._items))
+    before = set(sys.modules)
+    yield tmp_path
+    for name in set(sys.modules) - before:
+        if name.startswith(families.__name__ + "."):
+            del sys.modules[name]
+
+
+def test_new_family_file_is_registered_without_other_edits(extra_families):
+    (extra_families / "tmp_family.py").write_text(NEW_FAMILY)
+    (extra_families / "_helpers.py").write_text("raise AssertionError('_* modules are not families')\n")
+    import_families()
+    assert set(model_names()) == set(SMALL) | {"tmp_family"}
+    net = create_model("tmp_family", "test_resnet", 5, N_CLASSES)
+    assert net(torch.randn(BATCH, 5, 32, 32)).shape == (BATCH, N_CLASSES)
+    import_families()  # a second import registers nothing twice
+
+
+def test_models_never_import_upper_layers():
+    allowed = {"core", "sources", "data", "models"}  # the layers at or below models (cellpipe/__init__.py)
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                if name.startswith("cellpipe."):
+                    assert name.split(".")[1] in allowed, f"{path.relative_to(PACKAGE)} imports {name}"

@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from cellpipe.core.config import load_config, stage_settings
-from cellpipe.training.losses import CRITERIA, create_criterion
-from cellpipe.training.metrics import classification_metrics, map_at_k, topk_accuracy, true_class_rank
+from cellpipe.tasks.base import CRITERIA
+from cellpipe.tasks.single import classification_metrics, map_at_k, topk_accuracy, true_class_rank
+from cellpipe.training.losses import create_criterion
 from cellpipe.training.optim import OPTIMIZERS, SCHEDULERS, OneCycleWarmup, create_optimizer, create_scheduler
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

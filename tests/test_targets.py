@@ -9,19 +9,13 @@ import torch
 from cellpipe.core.config import merge
 from cellpipe.core.errors import ConfigError, DataError
 from cellpipe.data.dedup import drop_copies, duplicate_groups, duplicate_pairs, phash
-from cellpipe.data.folds import make_folds, merge_groups, multi_hot
-from cellpipe.data.labels import (
-    HierarchyMap,
-    LabelMap,
-    MultiLabelMap,
-    build_label_map,
-    label_map_from_dict,
-    read_hierarchy,
-)
-from cellpipe.inference.tta import tta_views
-from cellpipe.training.evaluate import fit_thresholds, prediction_table
+from cellpipe.data.folds import make_folds, merge_groups
+from cellpipe.data.tta import tta_views
+from cellpipe.tasks import build_task, from_dict, task_class
+from cellpipe.tasks.hierarchy import Hierarchy, read_hierarchy
+from cellpipe.tasks.multilabel import MultiLabel, fit_thresholds, multi_hot
+from cellpipe.training.evaluate import prediction_table
 from cellpipe.training.losses import check_criterion, create_criterion
-from cellpipe.training.metrics import epoch_metrics
 
 FAMILY = '''"speciesName";"nederNaam";"group";"family";"genus"
 "Noctua pronuba";"huismoeder";"macro";"Noctuidae";"Noctua"
@@ -37,26 +31,26 @@ def table(labels, ids=None):
 # ---------------------------------------------------------------- multi-label
 
 def test_multilabel_map_encodes_ids_and_names_and_round_trips():
-    labels = build_label_map(table(["0 2", "1", None]), {"target": "multilabel"}, fixed=["a", "b", "c"])
+    labels = build_task(table(["0 2", "1", None]), {"target": "multilabel"}, fixed=["a", "b", "c"])
     t = labels.encode(table(["0 2", "b", None]), "t")
     assert t[:2].tolist() == [[1, 0, 1], [0, 1, 0]] and (t[2] == -1).all()
-    again = LabelMap.load(labels.save_path) if hasattr(labels, "save_path") else label_map_from_dict(
+    again = from_dict(
         json.loads(json.dumps(labels.to_dict())))
-    assert isinstance(again, MultiLabelMap) and again.classes == ["a", "b", "c"]
+    assert isinstance(again, MultiLabel) and again.classes == ["a", "b", "c"]
     # without a fixed list the classes are the training split's tokens, naturally sorted
-    assert build_label_map(table(["x10 x2", "x1"]), {"target": "multilabel"}).classes == ["x1", "x2", "x10"]
+    assert build_task(table(["x10 x2", "x1"]), {"target": "multilabel"}).classes == ["x1", "x2", "x10"]
 
 
 @pytest.mark.parametrize("cell,match", [("0 7", "label '7' of sample s0 is outside the class list"),
                                         ("  ", "sample s0 has an empty label")])
 def test_multilabel_bad_labels_are_one_line(cell, match):
-    labels = MultiLabelMap(["a", "b", "c"])
+    labels = MultiLabel(["a", "b", "c"])
     with pytest.raises(DataError, match=match):
         labels.encode(table([cell]), "train.csv")
 
 
 def test_multilabel_decode_keeps_one_class_and_uses_thresholds():
-    labels = MultiLabelMap(["a", "b", "c"])
+    labels = MultiLabel(["a", "b", "c"])
     probs = np.array([[0.1, 0.2, 0.3], [0.9, 0.6, 0.1]])
     assert labels.decode(probs)["pred"].tolist() == ["c", "a b"]
     assert labels.decode(probs, thresholds=[0.95, 0.5, 0.05])["pred"].tolist() == ["c", "b c"]
@@ -85,7 +79,7 @@ def test_multilabel_losses_and_weighted_sum():
                                                     {"criterion": "SoftF1Loss", "coef": 1.0}])
     assert torch.isclose(combo(logits, bad), 2 * focal(logits, bad) + create_criterion("SoftF1Loss")(logits, bad))
     with pytest.raises(ConfigError, match="does not fit data_params/target=single"):
-        check_criterion({"criterion": "FocalLoss"}, "single", "criterion_params")
+        check_criterion({"criterion": "FocalLoss"}, task_class("single"), "criterion_params")
     with pytest.raises(ConfigError, match="unexpected keyword argument 'gama'"):
         create_criterion("FocalLoss", gama=2)
 
@@ -99,12 +93,12 @@ def test_other_criterion_replaces_its_settings_whole():
 
 
 def test_multilabel_metrics():
-    labels = MultiLabelMap(["a", "b", "c"])
+    labels = MultiLabel(["a", "b", "c"])
     y = np.array([[1, 0, 0], [0, 1, 1], [1, 0, 1]])
     perfect = np.where(y == 1, 5.0, -5.0)
-    m = epoch_metrics(labels, perfect, y)
+    m = labels.epoch_metrics(perfect, y)
     assert m["macro_f1"] == 1.0 and m["micro_f1"] == 1.0 and m["bce"] < 0.01
-    assert epoch_metrics(labels, -perfect, y)["macro_f1"] < 0.5
+    assert labels.epoch_metrics(-perfect, y)["macro_f1"] < 0.5
 
 
 # ---------------------------------------------------------------- hierarchy
@@ -120,7 +114,7 @@ def test_hierarchy_map_other_at_every_level_and_consistent_decoding(family):
     train = table(["Noctua pronuba"] * 3 + ["Noctua comes"] * 3 + ["Idaea aversata"] * 3 + ["Rare one"]
                   + ["Unlisted sp"] * 3)
     dp = {"target": "hierarchy", "min_samples": 2, "hierarchy": {"file": str(family)}}
-    labels = build_label_map(train, dp)
+    labels = build_task(train, dp)
     assert labels.levels == ["species", "genus", "group", "family"]
     assert labels.classes == ["Idaea aversata", "Noctua comes", "Noctua pronuba", "Other"]
     assert labels.level_classes[1] == ["Idaea", "Noctua", "Other"]
@@ -128,8 +122,8 @@ def test_hierarchy_map_other_at_every_level_and_consistent_decoding(family):
     other = [labels.level_index[k]["Other"] for k in range(4)]
     assert t[0].tolist() == other and t[1].tolist() == other
     assert t[2].tolist() == [1, 1, 1, 1]  # Noctua comes, Noctua, macro (after Other), Noctuidae
-    again = label_map_from_dict(json.loads(json.dumps(labels.to_dict())))
-    assert isinstance(again, HierarchyMap) and again.encode(table(["Rare one"]), "v").tolist() == [other]
+    again = from_dict(json.loads(json.dumps(labels.to_dict())))
+    assert isinstance(again, Hierarchy) and again.encode(table(["Rare one"]), "v").tolist() == [other]
     # heads that disagree (species says Idaea aversata, genus head says Noctua): the joint decoding
     # stays on one path of the hierarchy and the row is flagged inconsistent
     logits = np.zeros((1, labels.n_outputs))
@@ -143,7 +137,7 @@ def test_hierarchy_map_other_at_every_level_and_consistent_decoding(family):
     assert float(loss(torch.tensor(logits, dtype=torch.float32), torch.tensor(t[2:3]))) > 0
     with pytest.raises(ConfigError, match="has 2 values but the hierarchy has 4 levels"):
         create_criterion("HierarchyCrossEntropy", loss_weights=[1, 1], labels=labels)
-    m = epoch_metrics(labels, logits, t[2:3])
+    m = labels.epoch_metrics(logits, t[2:3])
     assert m["accuracy_species"] == 0.0 and m["consistency"] == 0.0
     preds = prediction_table(logits, table(["Noctua comes"]), labels, t[2:3])
     assert preds.loc[0, "truth_genus"] == "Noctua" and preds.loc[0, "pred_family"] == "Geometridae"
@@ -159,7 +153,7 @@ def test_hierarchy_file_errors(tmp_path, family):
     with pytest.raises(DataError, match="'Noctua comes' is in two genus values"):
         read_hierarchy(two, "speciesName", {"genus": "genus", "family": "family"})
     with pytest.raises(ConfigError, match="hierarchy/file' is required"):
-        build_label_map(table(["a"]), {"target": "hierarchy"})
+        build_task(table(["a"]), {"target": "hierarchy"})
 
 
 # ---------------------------------------------------------------- TTA, folds, dedup
@@ -228,13 +222,11 @@ def test_hpa_bad_target_is_one_line(tmp_path, edit, match):
 
 
 def test_level_metric_must_name_a_level(family):
-    from cellpipe.training.runner import check_level_metric
-
-    labels = build_label_map(table(["Noctua comes", "Idaea aversata"]),
-                             {"target": "hierarchy", "hierarchy": {"file": str(family)}})
-    check_level_metric("accuracy_genus", labels)
+    labels = build_task(table(["Noctua comes", "Idaea aversata"]),
+                        {"target": "hierarchy", "hierarchy": {"file": str(family)}})
+    labels.check_metric("accuracy_genus")
     with pytest.raises(ConfigError, match="accuracy_gens names no level"):
-        check_level_metric("accuracy_gens", labels)
+        labels.check_metric("accuracy_gens")
 
 
 # ---------------------------------------------------------------- winners' tricks (issue 8)

@@ -16,8 +16,8 @@ from cellpipe.core import config as cfglib
 from cellpipe.core import layout
 from cellpipe.data.build import load_normalizer, make_dataset
 from cellpipe.models import create_model, load_checkpoint
+from cellpipe.tasks.single import classification_metrics
 from cellpipe.training import runner
-from cellpipe.training.metrics import classification_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 CHANNELS = [1, 2, 3, 4, 5]

@@ -7,7 +7,8 @@ Runs:         {log_dir}/{part}/{channels}/fold_{k}/{model_name}/   (Part I: no f
 Predictions:  {pred_dir}/{channels}/fold_{k}/{model_name}/
                   pred_test.npy, test_ids.csv, pred_test.csv, pred_valid.npy, valid_ids.csv,
                   labels.json, meta.json (multi-label: submission.csv, submission_optimal_threshold.csv)
-Ensembles:    {out_dir}/ submission.csv, test_assigned.csv, test_probs.npy, oof_accuracy.csv, predictions.csv
+Ensembles:    {out_dir}/ submission.csv, test_assigned.csv, test_probs.npy, oof_accuracy.csv, predictions.csv,
+                  oof_predictions.csv, oof_scores.json (multi-label: thresholds.json, submission_optimal_threshold.csv)
 """
 from pathlib import Path
 from typing import List, Optional
@@ -18,6 +19,7 @@ DONE_FILE = "DONE.json"  # a finished run: its summary
 CONFIG_FILE = "config.yml"  # the resolved config of a run
 FINAL_CHECKPOINT = "checkpoints/best.pth"  # the run's model, with channels, model params and labels
 LABELS_FILE = "labels.json"  # class names in index order (beside checkpoints and predictions)
+LABELS_CHECKPOINT = f"checkpoints/{LABELS_FILE}"  # a run's task (tasks.load)
 VALID_PREDICTIONS = "valid_predictions.csv"  # per validation sample: id, pred, prob, truth, loss, prob_*
 PER_CLASS = "per_class.csv"  # precision, recall, f1, support per class
 CONFUSION_PNG = "confusion_matrix.png"
@@ -37,7 +39,22 @@ TEST_ASSIGNED = "test_assigned.csv"
 TEST_PROBS = "test_probs.npy"
 OOF_ACCURACY = "oof_accuracy.csv"
 ENSEMBLE_PREDICTIONS = "predictions.csv"
+OOF_PREDICTIONS = "oof_predictions.csv"  # any source's ensemble: per out-of-fold sample
+OOF_SCORES = "oof_scores.json"
+ENSEMBLE_THRESHOLDS = "thresholds.json"  # multi-label ensemble: per-class thresholds fitted out-of-fold
+PER_CLASS_F1_PNG = "per_class_f1.png"
 FOLD_PREFIX = "fold_"
+TRAIN_LOG = "train.log"
+# fold files (src/make_folds.py, src/make_pseudo.py) and what they record
+TRAIN_FOLD = "train_{k}.csv"
+VALID_FOLD = "valid_{k}.csv"
+FOLDS_JSON = "folds.json"
+CONTROL_TRAIN = "control_train.csv"  # RxRx1 Part I
+CONTROL_VALID = "control_valid.csv"
+PSEUDO_EXPERIMENTS = "pseudo_experiments.csv"  # RxRx1 pseudo labels: per experiment / plate, chosen or not
+PSEUDO_JSON = "pseudo.json"
+GRID_SUMMARY = "grid_summary.json"  # src/grid.py, beside the grid file
+CV_SUMMARY = "cv_summary.csv"  # src/report.py: one row per run
 
 
 def fold_dir(fold: int) -> str:

@@ -1,6 +1,7 @@
 """Tables (CSV or parquet) with required columns, read with errors that name the file and column."""
+import re
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, List
 
 import numpy as np
 import pandas as pd
@@ -8,6 +9,13 @@ import pandas as pd
 from cellpipe.core.errors import DataError
 
 PARQUET = (".parquet", ".pq")
+
+
+def natural_sort(names: Iterable[str]) -> List[str]:
+    """Distinct names, numbers compared as numbers ('2' < '10'), everything else as text."""
+    def key(s):
+        return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", s) if t]
+    return sorted(set(names), key=key)
 
 
 def read_table(path, required: Iterable[str] = (), integers: Iterable[str] = (), numbers: Iterable[str] = (),

@@ -7,15 +7,16 @@ import logging
 from dataclasses import dataclass
 from typing import Optional
 
-import numpy as np
 import pandas as pd
 
 from cellpipe.core.errors import ConfigError, DataError
 from cellpipe.data.dataset import SampleDataset, check_channel_count, verify_files
-from cellpipe.data.labels import LabelMap, build_label_map
 from cellpipe.data.normalize import Normalizer, make_normalizer
 from cellpipe.data.transforms import build_transforms
 from cellpipe.sources import make_source
+from cellpipe.tasks import build_task
+from cellpipe.tasks.base import Task
+from cellpipe.tasks.single import SingleLabel
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ class Prepared:
     source: object
     train: SampleDataset
     valid: SampleDataset
-    labels: LabelMap
+    labels: Task
     normalizer: Normalizer
 
 
@@ -94,19 +95,19 @@ def packed_images(dp: dict, source):
     return _PACKED[key]
 
 
-def make_eval_dataset(dp: dict, source, table: pd.DataFrame, labels: LabelMap, normalizer: Normalizer,
+def make_eval_dataset(dp: dict, source, table: pd.DataFrame, labels: Task, normalizer: Normalizer,
                       where: str, context=None) -> SampleDataset:
     """A deterministic (all sites, no augmentation) dataset of ``table``; unlabelled rows get target -1."""
     return _dataset(dp, source, table, labels, normalizer, where, context, train=False)
 
 
-def train_dataset(dp: dict, source, table: pd.DataFrame, labels: LabelMap, normalizer: Normalizer, where: str,
+def train_dataset(dp: dict, source, table: pd.DataFrame, labels: Task, normalizer: Normalizer, where: str,
                   seed: Optional[int], context=None) -> SampleDataset:
     """The augmented one-random-site-per-draw dataset of ``table`` (labelled rows only)."""
     return _dataset(dp, source, table, labels, normalizer, where, context, train=True, seed=seed)
 
 
-def _dataset(dp: dict, source, table: pd.DataFrame, labels: LabelMap, normalizer: Normalizer, where: str,
+def _dataset(dp: dict, source, table: pd.DataFrame, labels: Task, normalizer: Normalizer, where: str,
              context, train: bool, seed: Optional[int] = None) -> SampleDataset:
     split = "train" if train else "valid"
     sites = dp[f"{split}_sites"]
@@ -136,12 +137,12 @@ def prepare_training(cfg: dict, workers: int = 4) -> Prepared:
         log.warning("%d training sample(s) without a label are left out", int(unlabelled.sum()))
         train = train[~unlabelled].reset_index(drop=True)
     fixed = source.fixed_classes(mp["num_classes"]) if hasattr(source, "fixed_classes") else None
-    labels = build_label_map(train, dp, fixed)
+    labels = build_task(train, dp, fixed)
     if mp["num_classes"] in (None, "auto"):
         mp["num_classes"] = labels.n_outputs
     elif mp["num_classes"] != labels.n_outputs:
         raise ConfigError(f"config key 'model_params/num_classes'={mp['num_classes']} but the training split has "
-                          f"{labels.n_outputs} {'classes' if labels.kind != 'hierarchy' else 'outputs over its levels'} "
+                          f"{labels.describe_outputs()} "
                           f"({', '.join(labels.classes[:8])}...); "
                           f"set it to auto")
     where = f"{source.describe()} train split"
@@ -155,8 +156,7 @@ def prepare_training(cfg: dict, workers: int = 4) -> Prepared:
     train_ds = train_dataset(dict(dp, check_files=False), source, train, labels, normalizer, where, cfg["seed"],
                              context)
     valid_ds = make_eval_dataset(dp, source, valid, labels, normalizer, f"{source.describe()} valid split", context)
-    if labels.kind == "single" and len(np.unique(train_ds.targets)) < 2:
-        log.warning("the training split holds a single class")
+    labels.check_training_targets(train_ds.targets, log)
     return Prepared(source, train_ds, valid_ds, labels, normalizer)
 
 
@@ -180,7 +180,7 @@ def make_dataset(dp: dict, split: str, num_classes: Optional[int] = None, normal
         dp[key] = source.check_sites(dp[key], f"data_params/{key}")
     table = split_table(source, dp, "test" if kind == "test" else split, csv)
     fixed = source.fixed_classes(num_classes) if hasattr(source, "fixed_classes") and num_classes else None
-    labels = build_label_map(table, dp, fixed) if table["label"].notna().any() else LabelMap(["?"])
+    labels = build_task(table, dp, fixed) if table["label"].notna().any() else SingleLabel(["?"])
     normalizer = normalizer or make_normalizer(dp, source, [table])
     where = f"{csv or dp.get(f'{split}_csv') or source.describe()}"
     if split != "train":

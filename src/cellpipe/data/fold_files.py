@@ -3,12 +3,13 @@ and ``folds.json`` with the rule; near-duplicate groups (dedup.py) stay in one f
 import json
 from pathlib import Path
 
-from cellpipe.core import fsutil
+from cellpipe.core import fsutil, layout
 from cellpipe.core.errors import DataError
 from cellpipe.core.tables import read_table
 from cellpipe.data.dedup import drop_copies
 from cellpipe.data.folds import make_folds, merge_groups
 from cellpipe.sources import make_source
+from cellpipe.tasks import task_class
 
 
 def write_folds(data_root, out_dir, n_folds, seed, source, source_params, grouped, splits, target="single",
@@ -21,10 +22,7 @@ def write_folds(data_root, out_dir, n_folds, seed, source, source_params, groupe
     table = src.catalog()
     splits = [splits] if isinstance(splits, str) else list(splits)
     table = table[table["split"].isin(splits)].reset_index(drop=True)
-    rule = ("MultilabelStratifiedKFold (iterative stratification)" if target == "multilabel"
-            else "StratifiedGroupKFold by label" if grouped else "StratifiedKFold by label")
-    if grouped:
-        rule += " over groups"
+    rule = task_class(target, "--target").fold_rule(grouped)
     if duplicates is not None:
         dups = read_table(duplicates, ["id", "dup_group"])
         if duplicate_mode == "drop":
@@ -37,10 +35,10 @@ def write_folds(data_root, out_dir, n_folds, seed, source, source_params, groupe
             rule += f"; near-duplicates ({duplicates}) kept in one fold"
     record = []
     for k, (tr, va) in enumerate(make_folds(table, n_folds, seed, grouped, target, label_sep)):
-        fsutil.write_csv(tr[["id", "label", "group"]], Path(out_dir) / f"train_{k}.csv")
-        fsutil.write_csv(va[["id", "label", "group"]], Path(out_dir) / f"valid_{k}.csv")
+        fsutil.write_csv(tr[["id", "label", "group"]], Path(out_dir) / layout.TRAIN_FOLD.format(k=k))
+        fsutil.write_csv(va[["id", "label", "group"]], Path(out_dir) / layout.VALID_FOLD.format(k=k))
         record.append({"fold": k, "n_train": len(tr), "n_valid": len(va)})
     meta = {"source": source, "n_folds": n_folds, "seed": seed, "grouped": grouped, "splits": splits,
             "target": target, "rule": rule, "folds": record}
-    fsutil.write_text(json.dumps(meta, indent=2) + "\n", Path(out_dir) / "folds.json")
+    fsutil.write_text(json.dumps(meta, indent=2) + "\n", Path(out_dir) / layout.FOLDS_JSON)
     print(f"wrote {n_folds} folds of {len(table)} {source} samples to {out_dir}")

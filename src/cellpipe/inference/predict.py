@@ -23,13 +23,13 @@ from cellpipe.core import layout
 from cellpipe.core.errors import DataError
 from cellpipe.core.fsutil import write_csv, write_npy, write_text
 from cellpipe.data.build import context_spec, make_eval_dataset, split_table
-from cellpipe.data.labels import label_map_from_dict
 from cellpipe.data.normalize import make_normalizer
+from cellpipe.data.tta import check_tta, tta_views
 from cellpipe.inference.adabn import adabn_logits
-from cellpipe.inference.tta import check_tta, tta_views
 from cellpipe.models import create_model, load_checkpoint
 from cellpipe.sources import make_source
-from cellpipe.training.evaluate import load_thresholds, predict_logits, prediction_table
+from cellpipe.tasks import from_dict as task_from_dict
+from cellpipe.training.evaluate import predict_logits, prediction_table
 
 log = logging.getLogger("inference")
 
@@ -78,7 +78,7 @@ def load_run(run_dir: Path, device, epoch: Optional[int] = None, check_folder: b
     # the final checkpoint is already in memory; only another epoch needs a second read
     state = payload["model_state_dict"] if epoch is None else load_checkpoint(checkpoint_path(run_dir, epoch))
     model.load_state_dict(state)
-    labels = label_map_from_dict(payload["labels"])
+    labels = task_from_dict(payload["labels"])
     return model.to(device).eval(), cfg, labels, payload
 
 
@@ -105,20 +105,20 @@ def tta_settings(cfg: dict, tta=None, reduce=None, crop=None, adabn=None) -> dic
     reduce = reduce or pp.get("reduce") or "mean"
     crop = crop if crop is not None else pp.get("crop")
     adabn = adabn if adabn is not None else pp.get("adabn")
-    check_tta(tta, reduce, crop)
+    check_tta(tta, reduce, crop, "--tta/--reduce/--crop or predict_params")
     return {"tta": tta, "reduce": reduce, "crop": float(crop) if "crop" in tta and crop is not None else None,
             "adabn": adabn or None}
 
 
-def write_multilabel_submissions(source, table: pd.DataFrame, probs, labels, run_dir: Path, dest: Path) -> None:
-    """Seed 004's pair: submission.csv at 0.5 and, with the run's fitted thresholds,
-    submission_optimal_threshold.csv (thresholds.json copied beside them)."""
-    write_csv(source.submission(table, labels.predicted(probs), labels), dest / layout.SUBMISSION)
+def write_submissions(source, table: pd.DataFrame, probs, labels, run_dir: Path, dest: Path) -> None:
+    """The task's submission files (multi-label: seed 004's pair at 0.5 and at the run's fitted
+    thresholds, thresholds.json copied beside them)."""
     th_file = run_dir / layout.THRESHOLDS
-    if th_file.is_file():
-        th = load_thresholds(th_file, labels.classes)
+    thresholds = labels.read_thresholds(th_file)
+    if thresholds is not None:
         write_text(th_file.read_text(), dest / Path(layout.THRESHOLDS).name)
-        write_csv(source.submission(table, labels.predicted(probs, th), labels), dest / layout.OPTIMAL_SUBMISSION)
+    for name, sub in labels.submissions(source, table, probs, thresholds).items():
+        write_csv(sub, dest / name)
 
 
 def predict_run(run_dir: Path, data_root, out_dir: Path, sites=None, tta=None, batch_size=32, num_workers=0,
@@ -169,8 +169,7 @@ def predict_run(run_dir: Path, data_root, out_dir: Path, sites=None, tta=None, b
     labels.save(dest / layout.LABELS_FILE)
     write_csv(test_ds.table[["id"]], dest / layout.TEST_IDS)
     write_csv(prediction_table(test_logits, test_ds.table, labels, test_ds.targets), dest / layout.PRED_TEST_CSV)
-    if labels.kind == "multilabel":
-        write_multilabel_submissions(source, test_ds.table, labels.probabilities(test_logits), labels, run_dir, dest)
+    write_submissions(source, test_ds.table, labels.probabilities(test_logits), labels, run_dir, dest)
     # with the raw labels, so that an ensemble can score its out-of-fold predictions
     write_csv(valid_ds.table[["id", "label"]], dest / layout.VALID_IDS)
     meta = {"run": str(run_dir), **settings, "n_test": len(test_ds), "n_valid": len(valid_ds),

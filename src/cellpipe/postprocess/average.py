@@ -12,7 +12,7 @@ oof_scores.json, and for multi-label submission.csv (0.5) and submission_optimal
 import json
 import logging
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 
 import numpy as np
 import pandas as pd
@@ -21,14 +21,12 @@ from cellpipe.core import layout
 from cellpipe.core.errors import DataError
 from cellpipe.core.fsutil import write_csv, write_npy, write_text
 from cellpipe.core.tables import read_table
-from cellpipe.data.labels import LabelMap, label_map_from_dict
 from cellpipe.postprocess.blend import load_logits, run_weights
 from cellpipe.postprocess.collect import Run, collect
+from cellpipe.tasks import from_dict as task_from_dict
+from cellpipe.tasks.base import Task, labelled_rows
 
 log = logging.getLogger(__name__)
-OOF_PREDICTIONS = "oof_predictions.csv"
-OOF_SCORES = "oof_scores.json"
-TEST_PROBS = layout.TEST_PROBS
 
 
 def run_meta(run: Run) -> dict:
@@ -36,7 +34,7 @@ def run_meta(run: Run) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _labels(runs: List[Run]) -> LabelMap:
+def _labels(runs: List[Run]) -> Task:
     maps = {}
     for r in runs:
         path = r.dir / layout.LABELS_FILE
@@ -48,7 +46,7 @@ def _labels(runs: List[Run]) -> LabelMap:
         if m != first:
             raise DataError(f"{d}/{layout.LABELS_FILE} differs from {runs[0].dir}: runs of one ensemble must share "
                             f"their classes")
-    return label_map_from_dict(first)
+    return task_from_dict(first)
 
 
 def _weighted_mean(parts: List[np.ndarray], weights) -> np.ndarray:
@@ -56,7 +54,7 @@ def _weighted_mean(parts: List[np.ndarray], weights) -> np.ndarray:
     return sum(wi * p for wi, p in zip(w, parts)) / w.sum()
 
 
-def test_probabilities(runs: List[Run], labels: LabelMap, weights):
+def test_probabilities(runs: List[Run], labels: Task, weights):
     ids = None
     parts = []
     for r in runs:
@@ -70,7 +68,7 @@ def test_probabilities(runs: List[Run], labels: LabelMap, weights):
     return ids, _weighted_mean(parts, weights)
 
 
-def oof_probabilities(runs: List[Run], labels: LabelMap, weights):
+def oof_probabilities(runs: List[Run], labels: Task, weights):
     """(table of id, label; probabilities): samples validated by several runs are averaged."""
     tables, probs, ws = [], [], []
     w = [1.0] * len(runs) if weights is None else list(weights)
@@ -96,32 +94,12 @@ def oof_probabilities(runs: List[Run], labels: LabelMap, weights):
     return first, summed / total[:, None]
 
 
-def score(labels: LabelMap, probs: np.ndarray, targets: np.ndarray, thresholds=None) -> Dict[str, float]:
-    from cellpipe.training.metrics import hierarchy_metrics, multilabel_metrics
-
-    logits = np.log(np.clip(probs, 1e-12, 1))  # a softmax of log-probabilities gives them back
-    if labels.kind == "multilabel":
-        p = np.clip(probs, 1e-7, 1 - 1e-7)
-        out = multilabel_metrics(labels, np.log(p / (1 - p)), targets)
-        if thresholds is not None:
-            from sklearn.metrics import f1_score
-
-            ok = (targets >= 0).all(axis=1)
-            hits = labels.predicted(probs[ok], thresholds)
-            out["macro_f1_oof_thresholds"] = float(f1_score(targets[ok], hits, average="macro", zero_division=0))
-        return out
-    if labels.kind == "hierarchy":
-        return hierarchy_metrics(labels, logits, targets)
-    ok = targets >= 0
-    return {"accuracy01": float((probs[ok].argmax(axis=1) == targets[ok]).mean())} if ok.any() else {}
-
-
-def _table(ids, probs, labels: LabelMap, thresholds=None) -> pd.DataFrame:
+def _table(ids, probs, labels: Task, thresholds=None) -> pd.DataFrame:
     return pd.concat([pd.DataFrame({"id": ids}), labels.decode(probs, thresholds),
                       pd.DataFrame(probs, columns=labels.prob_columns())], axis=1)
 
 
-def test_scores(truth_csv, ids, probs, labels: LabelMap, thresholds) -> dict:
+def test_scores(truth_csv, ids, probs, labels: Task, thresholds) -> dict:
     """Held-out scores against a truth file (id, label) that training never saw: for generated data
     and for reporting only; nothing is chosen on them."""
     truth = read_table(truth_csv, ["id", "label"])
@@ -131,15 +109,14 @@ def test_scores(truth_csv, ids, probs, labels: LabelMap, thresholds) -> dict:
         raise DataError(f"{truth_csv} lacks test id {missing[0]!r} ({len(missing)} missing)")
     table = truth.loc[list(ids)].reset_index()
     targets = labels.encode(table, str(truth_csv))
-    return {f"test_{k}": v for k, v in score(labels, probs, targets, thresholds).items()}
+    return {f"test_{k}": v for k, v in labels.score(probs, targets, thresholds).items()}
 
 
 def average(pred_dirs, out_dir, weights=None, model_names=None, channels=None, folds=None,
-            threshold_grid=(0.02, 0.98, 0.01), truth=None) -> dict:
+            threshold_grid=None, truth=None) -> dict:
     """Average every run of ``pred_dirs`` (see the module doc); returns the OOF (and, with a
     ``truth`` file of id, label, the held-out test) scores."""
     from cellpipe.sources import source_class
-    from cellpipe.training.evaluate import fit_thresholds, save_thresholds
 
     out_dir = Path(out_dir)
     runs = collect(pred_dirs, model_names, channels, folds)
@@ -151,27 +128,23 @@ def average(pred_dirs, out_dir, weights=None, model_names=None, channels=None, f
     thresholds = None
     if oof is not None:
         targets = labels.encode(oof_table, "out-of-fold labels (valid_ids.csv)")
-        if labels.kind == "multilabel":
-            ok = (targets >= 0).all(axis=1)
-            thresholds = fit_thresholds(oof[ok], targets[ok], threshold_grid)
-            save_thresholds(thresholds, labels.classes, out_dir / "thresholds.json", f"{int(ok.sum())} OOF samples")
-        result.update({f"oof_{k}": v for k, v in score(labels, oof, targets, thresholds).items()},
+        thresholds = labels.fit_thresholds(oof, targets, threshold_grid)
+        if thresholds is not None:
+            labels.save_thresholds(thresholds, out_dir / layout.ENSEMBLE_THRESHOLDS,
+                                   f"{int(labelled_rows(targets).sum())} OOF samples")
+        result.update({f"oof_{k}": v for k, v in labels.score(oof, targets, thresholds).items()},
                       n_oof=len(oof_table))
         oof_out = _table(oof_table["id"], oof, labels).assign(truth=labels.canonical(oof_table["label"]).to_numpy())
-        write_csv(oof_out, out_dir / OOF_PREDICTIONS)
+        write_csv(oof_out, out_dir / layout.OOF_PREDICTIONS)
     else:
         log.warning("no run has validation predictions: no out-of-fold scores or thresholds")
-    write_npy(probs.astype(np.float32), out_dir / TEST_PROBS)
+    write_npy(probs.astype(np.float32), out_dir / layout.TEST_PROBS)
     write_csv(_table(ids, probs, labels, thresholds), out_dir / layout.ENSEMBLE_PREDICTIONS)
-    if labels.kind == "multilabel":
-        source = source_class(run_meta(runs[0]).get("source", "manifest"))
-        test = pd.DataFrame({"id": ids})
-        write_csv(source.submission(test, labels.predicted(probs), labels), out_dir / layout.SUBMISSION)
-        if thresholds is not None:
-            write_csv(source.submission(test, labels.predicted(probs, thresholds), labels),
-                      out_dir / layout.OPTIMAL_SUBMISSION)
+    source = source_class(run_meta(runs[0]).get("source", "manifest"))
+    for name, sub in labels.submissions(source, pd.DataFrame({"id": ids}), probs, thresholds).items():
+        write_csv(sub, out_dir / name)
     if truth is not None:
         result.update(test_scores(truth, ids, probs, labels, thresholds))
-    write_text(json.dumps(result, indent=2) + "\n", out_dir / OOF_SCORES)
+    write_text(json.dumps(result, indent=2) + "\n", out_dir / layout.OOF_SCORES)
     log.info("ensemble of %d run(s): %s", len(runs), result)
     return result

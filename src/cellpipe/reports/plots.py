@@ -18,9 +18,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import confusion_matrix  # noqa: E402
 
+from cellpipe.core import layout  # noqa: E402
 from cellpipe.core.errors import DataError  # noqa: E402
 from cellpipe.core.fsutil import atomic_path  # noqa: E402
-from cellpipe.data.labels import natural_sort  # noqa: E402
+from cellpipe.core.tables import natural_sort  # noqa: E402
 
 DPI = 100
 PREDICTION_COLUMNS = ("id", "pred", "truth")
@@ -364,20 +365,20 @@ def accuracy_bars_png(table: pd.DataFrame, out_png, title: str) -> Path:
 
 
 def run_figures(run_dir) -> List[Path]:
-    """The figures of a finished run folder, by its target kind: the confusion matrix (single),
-    one per level (hierarchy: confusion_matrix.png, confusion_matrix_<level>.png) or the
-    per-class F1 bars (multi-label: per_class_f1.png)."""
-    import json
+    """The figures of a finished run folder, as its task lists them (Task.figures): a confusion
+    matrix (per level for a hierarchy) or the per-class F1 bars (multi-label)."""
+    from cellpipe.tasks import load
 
     run_dir = Path(run_dir)
-    labels_file = run_dir / "checkpoints" / "labels.json"
-    labels = json.loads(labels_file.read_text()) if labels_file.is_file() else {}
-    kind = labels.get("kind", "single")
-    preds, out = run_dir / "valid_predictions.csv", []
-    if kind == "multilabel":
-        return [per_class_f1_png(run_dir / "per_class.csv", run_dir / "per_class_f1.png")]
-    out.append(confusion_matrix_png(preds, run_dir / "confusion_matrix.png"))
-    for level in labels.get("levels", [])[1:]:
-        out.append(confusion_matrix_png(preds, run_dir / f"confusion_matrix_{level}.png",
-                                        pred_column=f"pred_{level}", truth_column=f"truth_{level}"))
+    labels_file = run_dir / layout.LABELS_CHECKPOINT
+    # a folder without labels.json predates the tasks: single label
+    specs = load(labels_file).figures() if labels_file.is_file() else [{"plot": "confusion", "png": layout.CONFUSION_PNG}]
+    out = []
+    for spec in specs:
+        spec = dict(spec)
+        plot, png = spec.pop("plot"), run_dir / spec.pop("png")
+        if plot == "per_class_f1":
+            out.append(per_class_f1_png(run_dir / spec.pop("csv"), png))
+        else:
+            out.append(confusion_matrix_png(run_dir / layout.VALID_PREDICTIONS, png, **spec))
     return [p for p in out if p is not None]

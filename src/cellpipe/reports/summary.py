@@ -65,7 +65,7 @@ def test_accuracy(ensemble_dir, data_root):
     labels = Path(data_root) / "test_labels.csv"
     if not labels.is_file():
         return None
-    sub = rxrx.read_csv(Path(ensemble_dir) / "test_assigned.csv", ["id_code", "experiment", "sirna", "sirna_argmax"])
+    sub = rxrx.read_csv(Path(ensemble_dir) / layout.TEST_ASSIGNED, ["id_code", "experiment", "sirna", "sirna_argmax"])
     truth = rxrx.read_csv(labels, ["id_code", "sirna"]).rename(columns={"sirna": "truth"})
     m = sub.merge(truth[["id_code", "truth"]], on="id_code", how="inner")
     return accuracy_table(m["experiment"], m["truth"], m["sirna_argmax"], m["sirna"])
@@ -84,7 +84,7 @@ def ensemble(ensemble_dir, data_root, out_dir, name: str = None, montage_wells: 
     """
     ensemble_dir, out_dir = Path(ensemble_dir), Path(out_dir)
     name = name or ensemble_dir.name
-    oof = rxrx.read_csv(ensemble_dir / "oof_accuracy.csv", ["experiment", "acc_argmax", "acc_assigned"])
+    oof = rxrx.read_csv(ensemble_dir / layout.OOF_ACCURACY, ["experiment", "acc_argmax", "acc_assigned"])
     write_csv(oof, out_dir / f"{name}_oof_accuracy.csv")
     print(f"\n{name}: out-of-fold accuracy per experiment")
     print(oof.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -95,7 +95,7 @@ def ensemble(ensemble_dir, data_root, out_dir, name: str = None, montage_wells: 
         print(f"\n{name}: test accuracy against test_labels.csv")
         print(test.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         accuracy_bars_png(test, out_dir / f"{name}_test_accuracy.png", f"{name}: test accuracy")
-    assigned = rxrx.read_csv(ensemble_dir / "test_assigned.csv", ["experiment", "plate", "well"])
+    assigned = rxrx.read_csv(ensemble_dir / layout.TEST_ASSIGNED, ["experiment", "plate", "well"])
     source = rxrx.Rxrx1Source(data_root)
     wells = assigned.assign(dataset="test", id=assigned["id_code"] if "id_code" in assigned else rxrx.id_codes(assigned))
     write_montage(source, wells, out_dir / f"{name}_montage.png", max_samples=montage_wells, tile_size=tile_size)
@@ -177,7 +177,7 @@ def cv(log_dir, out_csv=None):
         out_csv: where to write the table (default {log_dir}/cv_summary.csv).
     """
     table = cv_table(log_dir)
-    write_csv(table, out_csv or Path(log_dir) / "cv_summary.csv")
+    write_csv(table, out_csv or Path(log_dir) / layout.CV_SUMMARY)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     mean, std = table.iloc[-2], table.iloc[-1]
     print(f"accuracy {mean['accuracy']:.3f} +- {std['accuracy']:.3f} over {len(table) - 2} fold(s)")

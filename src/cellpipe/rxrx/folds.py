@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from cellpipe.core import fsutil
+from cellpipe.core import fsutil, layout
 from cellpipe.sources import rxrx1 as rxrx
 
 log = logging.getLogger(__name__)
@@ -85,15 +85,15 @@ def write_rxrx1_folds(data_root, out_dir, n_folds: int, seed: int, control_valid
     folds = make_folds(train, n_folds, seed)
     record = []
     for k, (tr, va) in enumerate(folds):
-        fsutil.write_csv(tr, out_dir / f"train_{k}.csv")
-        fsutil.write_csv(va, out_dir / f"valid_{k}.csv")
+        fsutil.write_csv(tr, out_dir / layout.TRAIN_FOLD.format(k=k))
+        fsutil.write_csv(va, out_dir / layout.VALID_FOLD.format(k=k))
         record.append({"fold": k, "valid_experiments": sorted(va.experiment.unique().tolist()),
                        "n_train": len(tr), "n_valid": len(va)})
         log.info("fold %d: %d train / %d valid wells, valid experiments %s",
                  k, len(tr), len(va), record[-1]["valid_experiments"])
     ctrl_train, ctrl_valid = split_controls(load_controls(root), control_valid_per_type, seed)
-    fsutil.write_csv(ctrl_train[CONTROL_COLUMNS], out_dir / "control_train.csv")
-    fsutil.write_csv(ctrl_valid[CONTROL_COLUMNS], out_dir / "control_valid.csv")
+    fsutil.write_csv(ctrl_train[CONTROL_COLUMNS], out_dir / layout.CONTROL_TRAIN)
+    fsutil.write_csv(ctrl_valid[CONTROL_COLUMNS], out_dir / layout.CONTROL_VALID)
     meta = {
         "n_folds": n_folds, "seed": seed, "rule": FOLD_RULE, "folds": record,
         "control_valid_per_type": control_valid_per_type,
@@ -101,7 +101,7 @@ def write_rxrx1_folds(data_root, out_dir, n_folds: int, seed: int, control_valid
         "control_valid_experiments": sorted(ctrl_valid.experiment.unique().tolist()),
         "n_control_train": len(ctrl_train), "n_control_valid": len(ctrl_valid),
     }
-    fsutil.write_text(json.dumps(meta, indent=2) + "\n", out_dir / "folds.json")
+    fsutil.write_text(json.dumps(meta, indent=2) + "\n", out_dir / layout.FOLDS_JSON)
     print(f"wrote {n_folds} folds and the control split ({len(ctrl_train)} train / "
           f"{len(ctrl_valid)} valid wells) to {out_dir}")
 

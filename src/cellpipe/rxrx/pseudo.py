@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from cellpipe.core import layout
 from cellpipe.core.errors import DataError
 from cellpipe.core.fsutil import write_csv, write_text
 from cellpipe.sources import rxrx1 as rxrx
 
 log = logging.getLogger("make_pseudo")
-ASSIGNED = "test_assigned.csv"
+ASSIGNED = layout.TEST_ASSIGNED
 COLUMNS = ["id_code", "experiment", "plate", "well", "sirna", "dataset"]
 
 
@@ -99,15 +100,15 @@ def main(data_root, ensemble_dir, csv_dir="csv", out_dir="csv/pseudo", experimen
     pseudo = assigned[unit_names(assigned, unit).isin(chosen)].assign(dataset="test")[COLUMNS]
     log.info("pseudo-labelling %d wells of %s", len(pseudo), chosen)
     for k in fold_ids(csv_dir):
-        train = rxrx.read_csv(csv_dir / f"train_{k}.csv", ["id_code", "experiment", "plate", "well", "sirna"])
-        valid = rxrx.read_csv(csv_dir / f"valid_{k}.csv", ["id_code", "experiment", "plate", "well", "sirna"])
+        train = rxrx.read_csv(csv_dir / layout.TRAIN_FOLD.format(k=k), ["id_code", "experiment", "plate", "well", "sirna"])
+        valid = rxrx.read_csv(csv_dir / layout.VALID_FOLD.format(k=k), ["id_code", "experiment", "plate", "well", "sirna"])
         write_csv(pd.concat([train.assign(dataset="train")[COLUMNS], pseudo], ignore_index=True),
-                  out_dir / f"train_{k}.csv")
-        write_csv(valid.assign(dataset="train")[COLUMNS], out_dir / f"valid_{k}.csv")
+                  out_dir / layout.TRAIN_FOLD.format(k=k))
+        write_csv(valid.assign(dataset="train")[COLUMNS], out_dir / layout.VALID_FOLD.format(k=k))
     key = "unit" if unit == "plate" else "experiment"
-    write_csv(conf.assign(chosen=conf[key].isin(chosen)), out_dir / "pseudo_experiments.csv")
+    write_csv(conf.assign(chosen=conf[key].isin(chosen)), out_dir / layout.PSEUDO_EXPERIMENTS)
     write_text(json.dumps({"experiments": chosen, "unit": unit, "min_confidence": min_confidence, "top": top,
                            "source": str(assigned_path), "n_wells": len(pseudo)}, indent=2),
-               out_dir / "pseudo.json")
+               out_dir / layout.PSEUDO_JSON)
     print(conf.assign(chosen=conf[key].isin(chosen)).to_string(index=False))
     return {"experiments": chosen, "n_wells": len(pseudo), "out_dir": str(out_dir)}

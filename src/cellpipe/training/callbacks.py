@@ -9,15 +9,14 @@ from catalyst import dl
 
 from cellpipe.core.fsutil import write_csv
 from cellpipe.training import distributed
-from cellpipe.training.metrics import classification_metrics, epoch_metrics
 
 log = logging.getLogger(__name__)
 
 
 class EpochMetricsCallback(dl.Callback):
-    """The target kind's metrics (metrics.epoch_metrics) over a whole loader, not averaged per batch."""
+    """The task's metrics (Task.epoch_metrics) over a whole loader, not averaged per batch."""
 
-    def __init__(self, labels=None):
+    def __init__(self, labels):
         super().__init__(order=dl.CallbackOrder.Metric)
         self.labels = labels
 
@@ -36,11 +35,7 @@ class EpochMetricsCallback(dl.Callback):
             index = torch.cat([s[0] for s in shards])
             order = torch.argsort(index)
             logits, targets = torch.cat([s[1] for s in shards])[order], torch.cat([s[2] for s in shards])[order]
-        if self.labels is None or self.labels.kind == "single":
-            metrics = classification_metrics(logits, targets)
-        else:
-            metrics = epoch_metrics(self.labels, logits.numpy(), targets.numpy())
-        runner.loader_metrics.update(metrics)
+        runner.loader_metrics.update(self.labels.epoch_metrics(logits.numpy(), targets.numpy()))
 
 
 def encoder_blocks(model) -> list:

@@ -196,7 +196,7 @@ def write_sample_logs(model, prepared: Prepared, cfg, run_dir: Path, stage: str)
     model.train()
 
 
-def run_stage(cfg, name, model, loaders, logdir: Path, engine, criteria, labels=None) -> dict:
+def run_stage(cfg, name, model, loaders, logdir: Path, engine, criteria, labels) -> dict:
     st = cfglib.stage_settings(cfg, name)
     sp = cfg["state_params"]
     model.freeze_backbone(bool(st.get("freeze_backbone")))
@@ -255,14 +255,6 @@ def run_stage(cfg, name, model, loaders, logdir: Path, engine, criteria, labels=
             "valid": {k: float(v) for k, v in history[best_epoch].items()}}
 
 
-def check_level_metric(metric: str, labels) -> None:
-    """accuracy_<level> names a level of the hierarchy (known only once the labels are read)."""
-    if labels.kind == "hierarchy" and metric.startswith("accuracy_"):
-        if metric[len("accuracy_"):] not in labels.levels:
-            raise ConfigError(f"config key 'state_params/main_metric': {metric} names no level of the hierarchy "
-                              f"{labels.levels}")
-
-
 def checkpoint_bytes(model, cfg) -> int:
     """Disk a run needs for its checkpoints: per stage best + last + resume (weights, optimizer moments,
     EMA copies), the final model, and every epoch with keep_epoch_checkpoints; 20% to spare."""
@@ -292,7 +284,7 @@ def _train(cfg, logdir: Path, force: bool) -> dict:
     set_global_seed(cfg["seed"])
     started = time.time()
     prepared = prepare_training(cfg)  # resolves the config's auto values
-    check_level_metric(cfg["state_params"]["main_metric"], prepared.labels)
+    prepared.labels.check_metric(cfg["state_params"]["main_metric"])
     main = distributed.is_main()
     if main:
         write_text(cfglib.dump(cfg), logdir / layout.CONFIG_FILE)
@@ -336,7 +328,7 @@ def _train(cfg, logdir: Path, force: bool) -> dict:
     save_final(model, cfg, logdir / layout.FINAL_CHECKPOINT, result["valid"], prepared)
     logits = predict_logits(model, prepared.valid, cfg["data_params"]["batch_size"])
     report = write_validation_report(logits, prepared.valid.table, prepared.labels, logdir, prepared.valid.targets,
-                                     cfg["state_params"].get("threshold_grid") or (0.02, 0.98, 0.01))
+                                     cfg["state_params"].get("threshold_grid"))
     summary = {"logdir": str(logdir), "valid": result["valid"], "minutes": round((time.time() - started) / 60, 2),
                "channels": cfg["data_params"]["channels"], "num_classes": cfg["model_params"]["num_classes"],
                "target": prepared.labels.kind,

@@ -12,6 +12,7 @@ from cellpipe.core.registry import Registry
 
 TTA = Registry("tta")
 REDUCERS = ("mean", "max")
+FIVE_CROP = 0.875  # seed 004's crop side when predict_params/crop is null
 View = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -53,13 +54,13 @@ CORNERS = ("tl", "tr", "bl", "br", "cc")
 
 
 @TTA.register("five_crop")
-def five_crop_views(crop=0.875) -> List[View]:
+def five_crop_views(crop=FIVE_CROP) -> List[View]:
     """Top-left, top-right, bottom-left, bottom-right and centre crops."""
     return [lambda x, w=w: _crop(x, crop, w) for w in CORNERS]
 
 
 @TTA.register("five_crop_flip")
-def five_crop_flip_views(crop=0.875) -> List[View]:
+def five_crop_flip_views(crop=FIVE_CROP) -> List[View]:
     """The five crops, each also flipped horizontally (10 views)."""
     return [v for w in CORNERS for v in (lambda x, w=w: _crop(x, crop, w), lambda x, w=w: _crop(x, crop, w).flip(-1))]
 
@@ -67,12 +68,14 @@ def five_crop_flip_views(crop=0.875) -> List[View]:
 def tta_views(name: str, crop: Optional[float] = None) -> List[View]:
     if name not in TTA:
         raise DataError(f"unknown tta '{name}'; known: {TTA.names()}")
-    return TTA.build(name, crop=0.875 if crop is None else crop)
+    return TTA.build(name, crop=FIVE_CROP if crop is None else crop)
 
 
-def check_tta(tta: str, reduce: str = "mean", crop: Optional[float] = None) -> None:
-    tta_views(tta, crop)
+def check_tta(tta: str, reduce: str = "mean", crop: Optional[float] = None, where: str = "tta") -> None:
+    """The view set, reducer and crop exist (``where`` names their key: a flag or predict_params)."""
+    if tta not in TTA:
+        raise DataError(f"{where}: unknown tta '{tta}'; known: {', '.join(TTA.names())}")
     if reduce not in REDUCERS:
-        raise DataError(f"unknown tta reducer '{reduce}'; known: {list(REDUCERS)}")
-    if crop is not None and not (0 < float(crop)):
-        raise DataError(f"tta crop must be a fraction in (0, 1] or a size in pixels, got {crop}")
+        raise DataError(f"{where}: unknown tta reducer '{reduce}'; known: {', '.join(REDUCERS)}")
+    if crop is not None and (isinstance(crop, bool) or not isinstance(crop, (int, float)) or not 0 < crop):
+        raise DataError(f"{where}: tta crop must be a fraction in (0, 1] or a size in pixels, got {crop!r}")

@@ -27,7 +27,7 @@ def train_cmd(data, csv, logdir, epochs):
     return [sys.executable, str(REPO / "src/train.py"), "--config", str(REPO / "configs/config.yml"),
             "--overlay", str(REPO / "configs/demo.yml"), "--logdir", str(logdir), f"--data_params/root={data}",
             f"--data_params/train_csv={csv}/train_0.csv", f"--data_params/valid_csv={csv}/valid_0.csv",
-            "--model_params/num_classes=32", "--data_params/control_offset=32",
+            "--model_params/num_classes=32", "--data_params/source_params/control_offset=32",
             f"--stages/finetune/num_epochs={epochs}"]
 
 

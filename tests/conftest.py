@@ -28,7 +28,7 @@ def tiny_train_args(data_root, csv_dir, fold, logdir, channels=TRAINED_CHANNELS,
     """train.main argv for one 1+1-epoch, 32 px run of the demo's 16 siRNAs (absolute config paths)."""
     return [
         "--config", str(REPO / config), "--overlay", str(REPO / "configs" / "demo.yml"), "--logdir", str(logdir),
-        "--model_params/num_classes=16", "--data_params/control_offset=16", "--data_params/image_size=32",
+        "--model_params/num_classes=16", "--data_params/source_params/control_offset=16", "--data_params/image_size=32",
         "--data_params/batch_size=32", "--stages/warmup/num_epochs=1", "--stages/finetune/num_epochs=1",
         f"--data_params/channels={channels}", f"--data_params/root={data_root}",
         f"--data_params/train_csv={csv_dir}/train_{fold}.csv", f"--data_params/valid_csv={csv_dir}/valid_{fold}.csv",

@@ -47,7 +47,7 @@ def project(tmp_path_factory):
 
 def train_args(base: Path, logdir: Path, *extra):
     return ["--config", str(REPO / "configs/config.yml"), "--overlay", str(REPO / "configs/tiny.yml"),
-            "--logdir", str(logdir), "--model_params/num_classes=8", "--data_params/control_offset=8",
+            "--logdir", str(logdir), "--model_params/num_classes=8", "--data_params/source_params/control_offset=8",
             "--data_params/image_size=16", "--stages/warmup/num_epochs=1", "--stages/finetune/num_epochs=1",
             f"--data_params/channels={CHANNELS}", f"--data_params/root={base}/data",
             f"--data_params/train_csv={base}/csv/train_0.csv", f"--data_params/valid_csv={base}/csv/valid_0.csv",
@@ -60,7 +60,7 @@ def run_train(base, *extra):
 
 
 def run_train_pseudo(base):
-    return run_train(base, "--data_params/dataset=pseudo", f"--data_params/train_csv={base}/pseudo/train_0.csv")
+    return run_train(base, "--data_params/source_params/dataset=pseudo", f"--data_params/train_csv={base}/pseudo/train_0.csv")
 
 
 def run_manifest(base):

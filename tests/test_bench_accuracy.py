@@ -15,7 +15,7 @@ def test_ablation_table_from_the_real_commands(tmp_path):
     cfg = {"data": {"n_sirnas": 8, "n_controls": 2, "image_size": 32, "cell_types": 1, "train_experiments_per_type": 3,
                     "test_experiments_per_type": 1, "seed": 0},
            "folds": [0], "channels": "[1,2,3,4,5,6]", "overlay": "configs/demo.yml",
-           "train": ["--model_params/num_classes=8", "--data_params/control_offset=8",
+           "train": ["--model_params/num_classes=8", "--data_params/source_params/control_offset=8",
                      "--stages/finetune/num_epochs=1", "--data_params/image_size=32"],
            "rows": {"baseline": {}, "adabn": {"predict": ["--adabn", "plate"]},
                     "rounds": {"pseudo_rounds": {"rounds": 1, "top_step": 2, "unit": "plate"}}}}

@@ -12,7 +12,8 @@ from cellpipe.core.config import ConfigError, load_config, parse_overrides
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 STAGES = {"config_control.yml": "control", "config.yml": "non_pseudo", "config_pseudo.yml": "pseudo"}
-BASE = yaml.safe_load((CONFIGS / "base.yml").read_text())
+BASE = config.merge(yaml.safe_load((CONFIGS / "base.yml").read_text()),
+                    yaml.safe_load((CONFIGS / "data" / "rxrx1.yml").read_text()))  # what the RxRx1 stages share
 
 
 def _write(path: Path, data: dict) -> Path:
@@ -37,9 +38,9 @@ def _flatten(d, prefix=""):
 @pytest.mark.parametrize("stage,dataset", sorted(STAGES.items()))
 def test_stage_configs_load_and_inherit_base(stage, dataset):
     raw = yaml.safe_load((CONFIGS / stage).read_text())
-    assert raw.pop("_base_") == "base.yml"
+    assert raw.pop("_base_") == ["base.yml", "data/rxrx1.yml"]
     cfg = load_config(CONFIGS / stage)
-    assert cfg["data_params"]["dataset"] == dataset
+    assert cfg["data_params"]["source_params"]["dataset"] == dataset
     assert "_base_" not in cfg
     assert set(cfg) == set(BASE)
     # every key the stage file does not set comes from base.yml unchanged
@@ -55,7 +56,7 @@ def test_stage_configs_load_and_inherit_base(stage, dataset):
 
 def test_control_stage_overrides_only_what_differs():
     cfg = load_config(CONFIGS / "config_control.yml")
-    assert cfg["model_params"]["num_classes"] == 31
+    assert cfg["data_params"]["source_params"]["dataset"] == "control"
     assert cfg["stages"]["warmup"]["accumulation_steps"] == 4
     # siblings of an overridden key survive the deep merge
     assert cfg["stages"]["warmup"]["num_epochs"] == BASE["stages"]["warmup"]["num_epochs"]
@@ -68,7 +69,7 @@ def test_demo_overlay(stage):
     assert cfg["model_params"]["model"] == "timm"
     assert cfg["model_params"]["num_classes"] == 32
     assert cfg["data_params"]["num_workers"] == 0
-    assert cfg["data_params"]["dataset"] == STAGES[stage]  # the overlay does not touch it
+    assert cfg["data_params"]["source_params"]["dataset"] == STAGES[stage]  # the overlay does not touch it
     sched = cfg["stages"]["finetune"]["scheduler_params"]
     assert sched["scheduler"] == "OneCycleLR"  # kept from base
     assert sched["lr_range"] == [0.004, 0.0001]  # from the overlay
@@ -79,7 +80,7 @@ def test_demo_control_overlay_chains_to_demo():
     cfg = load_config(CONFIGS / "config_control.yml", [CONFIGS / "demo_control.yml"])
     assert cfg["model_params"]["num_classes"] == 4
     assert cfg["model_params"]["model_name"] == "test_resnet"  # from demo.yml via _base_
-    assert cfg["data_params"]["dataset"] == "control"
+    assert cfg["data_params"]["source_params"]["dataset"] == "control"
 
 
 def test_base_path_is_relative_to_the_file(tmp_path):

@@ -24,6 +24,11 @@ N_SIRNAS, CONTROL_OFFSET, N_CONTROLS = 16, 16, 4  # conftest.DEMO_KWARGS
 NATIVE = 32  # demo image size
 
 
+def with_source(dp: dict, **params) -> dict:
+    """``dp`` with these rxrx1 adapter settings (data_params/source_params)."""
+    return {**dp, "source_params": {**(dp.get("source_params") or {}), **params}}
+
+
 @pytest.fixture
 def dp(demo_root, demo_csv):
     """The demo config's data_params on the demo set: channels [1,3,5], 24 px, no augmentation."""
@@ -85,7 +90,7 @@ def test_pseudo_table_mixes_train_and_test(demo_root, demo_csv, tmp_path, dp):
     assert list(table["dataset"]) == ["train"] * 5 + ["test"] * 5
     assert list(table["label"]) == [str(s) for s in list(train.sirna.head(5)) + list(test.sirna.head(5))]
     # test rows are read from test/, train rows from train/
-    ds = make_dataset({**dp, "image_size": NATIVE, "dataset": "pseudo"}, "valid", num_classes=N_SIRNAS, csv=csv)
+    ds = make_dataset({**with_source(dp, dataset="pseudo"), "image_size": NATIVE}, "valid", num_classes=N_SIRNAS, csv=csv)
     for i in (0, 9):
         row = table.iloc[i]
         got = ds[i]["features"][0].numpy()  # site 1, C x H x W
@@ -124,7 +129,7 @@ def test_unknown_table_kind_lists_known(demo_csv):
 
 
 def test_test_kind_skips_label_check(dp, demo_root):
-    ds = make_dataset(dp, "valid", num_classes=N_SIRNAS, csv=demo_root / "test.csv", kind="test")
+    ds = make_dataset(dp, "valid", num_classes=N_SIRNAS, csv=demo_root / "test.csv", table="test")
     item = ds[0]
     assert item["targets"] == -1
     assert item["features"].shape == (2, 3, 24, 24)
@@ -138,13 +143,13 @@ def test_test_kind_skips_label_check(dp, demo_root):
 def test_labels_outside_num_classes(dp, demo_csv, kind, csv_name, num_classes, offset):
     csv = demo_csv / csv_name
     with pytest.raises(DataError) as e:
-        make_dataset({**dp, "dataset": kind, "control_offset": offset}, "train", num_classes=num_classes, csv=csv)
+        make_dataset(with_source(dp, dataset=kind, control_offset=offset), "train", num_classes=num_classes, csv=csv)
     assert str(csv) in str(e.value)
     assert f"({num_classes} classes" in str(e.value) and "is not a class" in str(e.value)
 
 
 def test_control_dataset_fits_four_classes(dp, demo_csv):
-    ds = make_dataset({**dp, "dataset": "control", "control_offset": CONTROL_OFFSET}, "train",
+    ds = make_dataset(with_source(dp, dataset="control", control_offset=CONTROL_OFFSET), "train",
                       num_classes=N_CONTROLS, csv=demo_csv / "control_train.csv")
     assert {ds[i]["targets"] for i in range(len(ds))} == set(range(N_CONTROLS))
 
@@ -393,7 +398,7 @@ def test_missing_image_named_by_verify_files(root_copy, dp):
         make_dataset({**dp, "root": str(root_copy)}, "train", num_classes=N_SIRNAS)
     assert str(path) in str(e.value)
     assert "1 missing" in str(e.value)
-    source = rxrx.Rxrx1Source(root_copy, data_params=dp)
+    source = rxrx.Rxrx1Source(root_copy, **dp["source_params"])
     with pytest.raises(DataError, match="w3.png"):
         verify_files(TABLES.build("non_pseudo", csv=dp["train_csv"]), source, [1, 3, 5], [1, 2])
     verify_files(TABLES.build("non_pseudo", csv=dp["train_csv"]), source, [1, 3, 5], [1])  # site 1 is complete
@@ -420,7 +425,7 @@ def test_corrupt_png(root_copy, dp):
 
 
 def test_channel_7_in_dataset(dp):
-    source = rxrx.Rxrx1Source(dp["root"], data_params=dp)
+    source = rxrx.Rxrx1Source(dp["root"], **dp["source_params"])
     with pytest.raises(DataError, match="channel 7 is outside 1-6"):
         source.check_channels([1, 7])
 
@@ -435,7 +440,7 @@ def test_csv_without_sirna_column(dp, demo_csv, tmp_path):
     pd.read_csv(demo_csv / "train_0.csv").drop(columns="sirna").to_csv(csv, index=False)
     for kind in ("non_pseudo", "control"):
         with pytest.raises(DataError) as e:
-            make_dataset({**dp, "dataset": kind, "train_csv": str(csv)}, "train", num_classes=N_SIRNAS)
+            make_dataset({**with_source(dp, dataset=kind), "train_csv": str(csv)}, "train", num_classes=N_SIRNAS)
         assert "sirna" in str(e.value) and str(csv) in str(e.value)
 
 
@@ -457,9 +462,9 @@ def test_packed_cache_feeds_the_same_images_and_is_refreshed(tmp_path, demo_root
 
     root = tmp_path / "data"
     shutil.copytree(demo_root, root)
-    dp = {"source": "rxrx1", "root": str(root), "dataset": "non_pseudo", "channels": [1, 2, 3, 4, 5],
+    dp = {"source": "rxrx1", "root": str(root), "source_params": {"control_offset": 16}, "channels": [1, 2, 3, 4, 5],
           "train_sites": [1, 2], "valid_sites": [1, 2], "image_size": 24, "normalization": "none",
-          "control_offset": 16, "valid_csv": str(demo_csv / "valid_0.csv")}
+          "valid_csv": str(demo_csv / "valid_0.csv")}
     plain = make_dataset(dp, "valid")
     folder = pack_cache.main(str(root), str(tmp_path / "cache"), 24)
     cached = make_dataset({**dp, "cache": str(tmp_path / "cache")}, "valid")

@@ -106,7 +106,7 @@ def manual_logits(runs, fold, csv, kind, row):
     model.eval()
     dp = yaml.safe_load((rd / "config.yml").read_text())["data_params"]
     dp.update(root=str(runs["data_root"]), valid_sites=[1, 2])
-    ds = make_dataset(dp, "valid", normalizer=load_normalizer(dp), csv=csv, kind=kind)
+    ds = make_dataset(dp, "valid", normalizer=load_normalizer(dp), csv=csv, table=kind)
     assert not ds.train
     x = ds[row]["features"]
     assert x.shape == (2, 5, 32, 32)  # both sites, 5 channels
@@ -135,7 +135,7 @@ def test_single_site_predicts_that_site_only(predictions, tmp_path):
     model = create_model(**dict(torch.load(rd / "checkpoints" / "best.pth", weights_only=False)["model_params"]))
     model.load_state_dict(load_checkpoint(rd / "checkpoints" / "best.pth"))
     dp = dict(yaml.safe_load((rd / "config.yml").read_text())["data_params"], valid_sites=[1])
-    x = make_dataset(dp, "valid", csv=Path(runs["data_root"]) / "test.csv", kind="test")[0]["features"]
+    x = make_dataset(dp, "valid", csv=Path(runs["data_root"]) / "test.csv", table="test")[0]["features"]
     with torch.no_grad():
         np.testing.assert_allclose(one[0], model.eval()(x)[0].numpy(), atol=1e-4)
 

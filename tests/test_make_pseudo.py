@@ -110,8 +110,8 @@ def test_pseudo_csvs_load_through_dataset_tables(ens, pseudo_all, tmp_path):
     assert table["label"].astype(int).between(0, 15).all()
     assert table["dataset"].value_counts()["test"] == len(ens["assigned"])
     # and as a training set: every image exists (train/ and test/ folders) and a test row loads
-    dp = dict(root=str(ens["data_root"]), dataset="pseudo", channels=[1, 2, 3, 4, 5], image_size=32,
-              normalization="plate", train_sites=[1, 2], valid_sites=[1, 2], control_offset=16)
+    dp = dict(root=str(ens["data_root"]), source_params={"dataset": "pseudo", "control_offset": 16}, channels=[1, 2, 3, 4, 5], image_size=32,
+              normalization="plate", train_sites=[1, 2], valid_sites=[1, 2])
     ds = dataset.make_dataset(dp, "train", num_classes=16, csv=csv)
     i = int((ds.table["dataset"] == "test").to_numpy().argmax())
     item = ds[i]
@@ -138,7 +138,7 @@ def test_train_pseudo_script_trains_one_run(ens, pseudo_all, tmp_path):
     import yaml
 
     cfg = yaml.safe_load((run / "config.yml").read_text())
-    assert cfg["data_params"]["dataset"] == "pseudo"
+    assert cfg["data_params"]["source_params"]["dataset"] == "pseudo"
     assert cfg["data_params"]["train_csv"] == f"{pseudo_all['out']}/train_0.csv"
     assert cfg["model_params"]["weight"] is None
     assert "train samples: %d" % len(pd.read_csv(pseudo_all["out"] / "train_0.csv")) in (run / "train.log").read_text()

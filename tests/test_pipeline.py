@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CHANNELS = "[1,2,3,4,5]"
 MODEL_NAME = "test_resnet"
-TINY = ["--data_params/control_offset=16", "--data_params/image_size=32", "--data_params/batch_size=32",
+TINY = ["--data_params/source_params/control_offset=16", "--data_params/image_size=32", "--data_params/batch_size=32",
         "--stages/warmup/num_epochs=1", "--stages/finetune/num_epochs=1"]
 
 

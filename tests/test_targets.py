@@ -373,13 +373,13 @@ def test_controls_as_extra_classes_and_the_ensemble_drops_them(tmp_path):
     make_demo_data.main(out_dir=str(data), image_size=16, n_sirnas=8, n_controls=2, cell_types=1,
                         train_experiments_per_type=3, test_experiments_per_type=1, pixel_stats=False)
     make_folds.main(str(data), out_dir=str(tmp_path / "csv"), n_folds=3)
-    dp = {"source": "rxrx1", "root": str(data), "dataset": "non_pseudo", "control_offset": 8,
+    dp = {"source": "rxrx1", "root": str(data), "source_params": {"control_offset": 8},
           "train_csv": str(tmp_path / "csv" / "train_0.csv"), "valid_csv": str(tmp_path / "csv" / "valid_0.csv")}
     plain = make_source(dp).split("train")
-    extra = make_source({**dp, "controls_as_classes": True}).split("train")
+    extra = make_source({**dp, "source_params": {"control_offset": 8, "controls_as_classes": True}}).split("train")
     controls = extra.iloc[len(plain):]
     assert set(controls["label"]) == {"8", "9"} and set(controls["dataset"]) == {"train", "test"}
-    assert make_source({**dp, "controls_as_classes": True}).split("valid")["label"].astype(int).max() < 8
+    assert make_source({**dp, "source_params": {"control_offset": 8, "controls_as_classes": True}}).split("valid")["label"].astype(int).max() < 8
     # predictions with 10 columns (8 treatments + 2 controls): the assignment uses the first 8
     test = pd.read_csv(data / "test.csv")
     truth = pd.read_csv(data / "test_labels.csv").set_index("id_code").loc[test["id_code"], "sirna"].to_numpy()

@@ -22,7 +22,7 @@ from cellpipe.training import runner
 REPO = Path(__file__).resolve().parents[1]
 CHANNELS = [1, 2, 3, 4, 5]
 STAGES = ("warmup", "finetune")
-COMMON = ["--data_params/control_offset=16", "--data_params/image_size=32", "--data_params/batch_size=16",
+COMMON = ["--data_params/source_params/control_offset=16", "--data_params/image_size=32", "--data_params/batch_size=16",
           "--stages/warmup/num_epochs=1", "--stages/finetune/num_epochs=1", "--data_params/channels=[1,2,3,4,5]"]
 
 

@@ -1,14 +1,15 @@
 """YAML configs: a base file plus overlays, seed-style CLI overrides, validation.
 
-A stage config names its parent with ``_base_: base.yml`` (relative to itself);
-overlays (e.g. ``configs/demo.yml``) are merged on top, then command-line
-overrides such as ``--data_params/channels=[1,2,3,4,5]``. Only keys present in
-the base can be set, so a typo is an error instead of a silently ignored knob.
+A stage config names its parents with ``_base_: base.yml`` or a list merged in order
+(``_base_: [base.yml, data/rxrx1.yml]``, relative to itself); overlays (e.g.
+``configs/demo.yml``) are merged on top, then command-line overrides such as
+``--data_params/channels=[1,2,3,4,5]``. Only keys present in the bases can be set, so a
+typo is an error instead of a silently ignored knob; a key that moved names its new place.
 """
 import copy
 import math
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Sequence
+from typing import Any, Dict, Iterable, Sequence
 
 import yaml
 
@@ -32,29 +33,45 @@ def _read_file(path) -> Dict[str, Any]:
     return data
 
 
-def read_chain(path) -> List[tuple]:
-    """[(path, mapping), ...] from the root of the ``_base_`` chain down to ``path``."""
-    chain, seen = [], set()
+def read_yaml(path, strict: bool = False, _seen=()) -> Dict[str, Any]:
+    """A file merged over its ``_base_`` files (each merged over its own, a list in order); with
+    ``strict`` a file may only set keys its bases define (stage files over base.yml)."""
     path = Path(path)
-    while path is not None:
-        if path.resolve() in seen:
-            raise ConfigError(f"{path}: _base_ chain loops back on itself")
-        seen.add(path.resolve())
-        data = _read_file(path)
-        base = data.pop(BASE_KEY, None)
-        chain.insert(0, (path, data))
-        path = path.parent / base if base else None
-    return chain
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: _base_ chain loops back on itself")
+    data = _read_file(path)
+    bases = data.pop(BASE_KEY, None)
+    bases = [bases] if isinstance(bases, str) else list(bases or [])
+    if not bases:
+        return data
+    seen = (*_seen, path.resolve())
+    cfg = read_yaml(path.parent / bases[0], strict, seen)
+    for base in bases[1:]:
+        cfg = merge(cfg, read_yaml(path.parent / base, strict, seen), strict=strict, where=str(path.parent / base))
+    return merge(cfg, data, strict=strict, where=str(path))
 
 
-def read_yaml(path, strict: bool = False) -> Dict[str, Any]:
-    """A file merged over its ``_base_`` chain; with ``strict`` each file may only
-    set keys its bases define (stage files over base.yml)."""
-    chain = read_chain(path)
-    cfg = chain[0][1]
-    for file, data in chain[1:]:
-        cfg = merge(cfg, data, strict=strict, where=str(file))
+# keys that moved: old path -> new path (an old name is one error line naming the new one)
+MOVED = {f"data_params/{k}": f"data_params/source_params/{k}"
+         for k in ("dataset", "control_offset", "controls_as_classes", "pixel_stats")}
+
+
+def upgrade(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """A run's saved config of an earlier version, its moved keys in their new places (in place):
+    base.yml once held RxRx1's keys for every source; only rxrx1 runs keep them."""
+    dp = cfg.get("data_params") or {}
+    for old in MOVED:
+        key = old.split("/")[-1]
+        if key in dp:
+            value = dp.pop(key)
+            if dp.get("source", "rxrx1") == "rxrx1":
+                dp.setdefault("source_params", {}).setdefault(key, value)
     return cfg
+
+
+def read_run_config(path) -> Dict[str, Any]:
+    """A run's saved config.yml (already resolved), upgraded to today's key names."""
+    return upgrade(_read_file(path))
 
 
 COMPONENT_KEYS = ("criterion", "optimizer", "scheduler")
@@ -73,8 +90,12 @@ def merge(base: Dict, update: Dict, strict: bool = True, where: str = "", prefix
     replaced whole.
     """
     out = copy.deepcopy(base)
+    if "source" in update and update["source"] != base.get("source") and out.get("source_params"):
+        out["source_params"] = {}  # another adapter: the previous one's settings do not apply
     for key, value in update.items():
         path = f"{prefix}{key}"
+        if path in MOVED:
+            raise ConfigError(f"config key '{path}' in {where or 'overrides'} moved to '{MOVED[path]}'")
         if key not in out:
             if strict:
                 known = ", ".join(sorted(map(str, out)))

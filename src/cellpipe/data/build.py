@@ -167,22 +167,22 @@ def load_normalizer(dp: dict, source=None) -> Normalizer:
 
 
 def make_dataset(dp: dict, split: str, num_classes: Optional[int] = None, normalizer: Optional[Normalizer] = None,
-                 csv=None, kind: Optional[str] = None, seed: Optional[int] = None) -> SampleDataset:
-    """One split's dataset straight from ``data_params`` (``kind`` overrides rxrx1's table kind;
-    ``test`` reads the test split). Labels map to ``range(num_classes)`` for sources with fixed
-    classes, else to the table's own sorted labels."""
-    dp = dict(dp, dataset=kind or dp.get("dataset"))
-    if kind == "test":
-        dp["dataset"] = "non_pseudo"
+                 csv=None, table: Optional[str] = None, seed: Optional[int] = None) -> SampleDataset:
+    """One split's dataset straight from ``data_params`` (``table`` overrides rxrx1's table kind,
+    source_params/dataset; ``test`` reads the test split). Labels map to ``range(num_classes)`` for
+    sources with fixed classes, else to the table's own sorted labels."""
+    if table is not None:
+        dp = dict(dp, source_params={**(dp.get("source_params") or {}),
+                                     "dataset": "non_pseudo" if table == "test" else table})
     source = make_source(dp)
     dp["channels"] = source.check_channels(dp["channels"])
     for key in ("train_sites", "valid_sites"):
         dp[key] = source.check_sites(dp[key], f"data_params/{key}")
-    table = split_table(source, dp, "test" if kind == "test" else split, csv)
+    rows = split_table(source, dp, "test" if table == "test" else split, csv)
     fixed = source.fixed_classes(num_classes) if hasattr(source, "fixed_classes") and num_classes else None
-    labels = build_task(table, dp, fixed) if table["label"].notna().any() else SingleLabel(["?"])
-    normalizer = normalizer or make_normalizer(dp, source, [table])
+    labels = build_task(rows, dp, fixed) if rows["label"].notna().any() else SingleLabel(["?"])
+    normalizer = normalizer or make_normalizer(dp, source, [rows])
     where = f"{csv or dp.get(f'{split}_csv') or source.describe()}"
     if split != "train":
-        return make_eval_dataset(dp, source, table, labels, normalizer, where)
-    return train_dataset(dp, source, table, labels, normalizer, where, seed)
+        return make_eval_dataset(dp, source, rows, labels, normalizer, where)
+    return train_dataset(dp, source, rows, labels, normalizer, where, seed)

@@ -17,8 +17,8 @@ from typing import List, Optional
 
 import pandas as pd
 import torch
-import yaml
 
+from cellpipe.core import config as cfglib
 from cellpipe.core import layout
 from cellpipe.core.errors import DataError
 from cellpipe.core.fsutil import write_csv, write_npy, write_text
@@ -62,7 +62,7 @@ def load_run(run_dir: Path, device, epoch: Optional[int] = None, check_folder: b
     final = run_dir / layout.FINAL_CHECKPOINT
     if not final.is_file():
         raise DataError(f"finished run without checkpoint: {final}")
-    cfg = yaml.safe_load((run_dir / layout.CONFIG_FILE).read_text())
+    cfg = cfglib.read_run_config(run_dir / layout.CONFIG_FILE)
     try:
         payload = torch.load(final, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, OSError) as e:
@@ -130,7 +130,7 @@ def predict_run(run_dir: Path, data_root, out_dir: Path, sites=None, tta=None, b
     config_file = run_dir / layout.CONFIG_FILE
     if not config_file.is_file():
         raise DataError(f"not a finished run folder (no {layout.CONFIG_FILE}): {run_dir}")
-    cfg = yaml.safe_load(config_file.read_text())
+    cfg = cfglib.read_run_config(config_file)
     views = tta_settings(cfg, tta, reduce, crop, adabn)
     in_tree = dest is None
     if in_tree:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cellpipe.core import config as cfglib
 from cellpipe.core import layout
 from cellpipe.core.fsutil import write_csv
 from cellpipe.reports.montage import write_montage
@@ -115,7 +116,6 @@ def run(run_dir, out_dir=None, data_root=None, montage_samples: int = 6, tile_si
         montage_samples: validation samples in the montage.
         tile_size: pixel size of each montage tile.
     """
-    import yaml
 
     from cellpipe.data.build import split_table
     from cellpipe.sources import make_source
@@ -125,7 +125,7 @@ def run(run_dir, out_dir=None, data_root=None, montage_samples: int = 6, tile_si
     preds = rxrx.read_csv(run_dir / layout.VALID_PREDICTIONS, ["id", "pred", "truth"])
     written = [confusion_matrix_png(run_dir / layout.VALID_PREDICTIONS, out_dir / layout.CONFUSION_PNG),
                per_class_f1_png(run_dir / layout.PER_CLASS, out_dir / "per_class_f1.png")]
-    dp = yaml.safe_load((run_dir / layout.CONFIG_FILE).read_text())["data_params"]
+    dp = cfglib.read_run_config(run_dir / layout.CONFIG_FILE)["data_params"]
     if data_root is not None:
         dp["root"] = str(data_root)
     source = make_source(dp)

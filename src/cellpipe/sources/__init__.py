@@ -16,7 +16,7 @@ def make_source(data_params: dict):
     cls = SOURCES.get(data_params.get("source", "rxrx1"))
     params = dict(data_params.get("source_params") or {})
     accepts(cls, params, cls.name)
-    return cls(data_params["root"], rescale=data_params.get("rescale"), data_params=data_params, **params)
+    return cls(data_params["root"], rescale=data_params.get("rescale"), **params)
 
 
 def _load_adapters() -> None:

@@ -23,7 +23,7 @@ EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 class FolderSource(Source):
     name = "folder"
 
-    def __init__(self, root, rescale: Optional[dict] = None, data_params: Optional[dict] = None,
+    def __init__(self, root, rescale: Optional[dict] = None,
                  extensions: Sequence[str] = EXTENSIONS, channel_names: Optional[List[str]] = None):
         super().__init__(root, rescale)
         self.extensions = tuple(e.lower() for e in extensions)

@@ -39,7 +39,7 @@ class HpaSource(Source):
     name = "hpa"
     per_channel_files = True
 
-    def __init__(self, root, rescale: Optional[dict] = None, data_params: Optional[dict] = None,
+    def __init__(self, root, rescale: Optional[dict] = None,
                  stains: Sequence[str] = tuple(STAINS), colours: Optional[Dict[str, Sequence[int]]] = None,
                  classes: Union[None, int, List[str]] = None, extension: str = ".png",
                  train_table: str = "train.csv", test_table: str = "sample_submission.csv"):

@@ -38,7 +38,7 @@ def truthy(values: pd.Series, where: str) -> pd.Series:
 class ManifestSource(Source):
     name = "manifest"
 
-    def __init__(self, root, rescale: Optional[dict] = None, data_params: Optional[dict] = None,
+    def __init__(self, root, rescale: Optional[dict] = None,
                  manifest: str = "manifest.parquet", path_column: str = "img_path",
                  channel_columns: Optional[List[str]] = None, channel_names: Optional[List[str]] = None,
                  label_column: str = "label", split_column: str = "split_set", id_column: Optional[str] = None,

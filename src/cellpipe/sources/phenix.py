@@ -53,7 +53,7 @@ class PhenixSource(Source):
     per_channel_files = True
     levels = {"plate": ["plate"], "group": ["group"]}
 
-    def __init__(self, root, rescale: Optional[dict] = None, data_params: Optional[dict] = None,
+    def __init__(self, root, rescale: Optional[dict] = None,
                  plate_map: Optional[str] = None, plane: int = 1, plate: str = "1", images: str = "auto"):
         super().__init__(root, rescale)
         self.folder = self.root / "Images" if images == "auto" and (self.root / "Images").is_dir() else \

@@ -4,7 +4,7 @@
     {root}/{train|test}/{experiment}/Plate{p}/{well}_s{site}_w{channel}.png
 
 A sample is a well; its two sites are views. The part of the pipeline picks the
-table kind (``data_params/dataset``): ``control`` (control wells of train and test,
+table kind (``data_params/source_params/dataset``): ``control`` (control wells of train and test,
 siRNA ids from ``control_offset`` mapped to 0..), ``non_pseudo`` (fold CSVs of
 train.csv), ``pseudo`` (fold CSVs that add pseudo-labelled test rows with a
 ``dataset`` column) and ``test`` (test.csv, unlabelled).
@@ -26,6 +26,7 @@ CHANNELS = (1, 2, 3, 4, 5, 6)
 CHANNEL_NAMES = ("Hoechst", "ConA", "Phalloidin", "Syto14", "MitoTracker", "WGA")
 SITES = (1, 2)
 N_TREATMENTS = 1108  # siRNA ids 0..1107; the 31 controls are 1108..1138
+N_CONTROLS = 31
 DATASETS = ("train", "test")
 # rxrx1-utils montage convention: (RGB colour, intensity window max) per channel
 CHANNEL_COLOURS = {
@@ -149,15 +150,20 @@ class RxrxPlates(Source):
 
 @SOURCES.register("rxrx1")
 class Rxrx1Source(RxrxPlates):
-    """The Kaggle RxRx1 layout; ``data_params/dataset`` picks the table kind of train/valid."""
+    """The Kaggle RxRx1 layout. Its settings (``data_params/source_params``, configs/data/rxrx1.yml):
+    ``dataset`` the table kind of train/valid, ``control_offset`` the siRNA id of the first control,
+    ``controls_as_classes`` control wells as extra training classes (Part II), ``pixel_stats`` a
+    precomputed stats file (null = {root}/pixel_stats.csv when present)."""
 
     name = "rxrx1"
 
-    def __init__(self, root, rescale: Optional[dict] = None, data_params: Optional[dict] = None):
+    def __init__(self, root, rescale: Optional[dict] = None, dataset: str = "non_pseudo",
+                 control_offset: int = N_TREATMENTS, controls_as_classes: bool = False,
+                 pixel_stats: Optional[str] = None):
         super().__init__(root, rescale)
-        self.dp = dict(data_params or {})
-        self.kind = self.dp.get("dataset", "non_pseudo")
-        TABLES.check(self.kind, "data_params/dataset")
+        TABLES.check(dataset, "data_params/source_params/dataset")
+        self.table_kind, self.control_offset = dataset, int(control_offset)
+        self.controls_as_classes, self.pixel_stats = bool(controls_as_classes), pixel_stats
 
     @property
     def sites(self):
@@ -178,12 +184,10 @@ class Rxrx1Source(RxrxPlates):
     def split(self, name: str, csv=None) -> pd.DataFrame:
         if name == "test":
             return test_table(csv or self.root / "test.csv").assign(split="test")
-        csv = csv or self.dp.get(f"{name}_csv")
         if csv is None:
             raise DataError(f"rxrx1 needs data_params/{name}_csv (a fold CSV; see src/make_folds.py)")
-        offset = self.dp.get("control_offset", N_TREATMENTS)
-        table = TABLES.build(self.kind, csv=csv, control_offset=offset).assign(split=name)
-        if name == "train" and self.dp.get("controls_as_classes"):
+        table = TABLES.build(self.table_kind, csv=csv, control_offset=self.control_offset).assign(split=name)
+        if name == "train" and self.controls_as_classes:
             table = pd.concat([table, self.control_classes()], ignore_index=True)
         return table
 
@@ -201,11 +205,11 @@ class Rxrx1Source(RxrxPlates):
                 for c in channels]
 
     def stats_table(self) -> Optional[pd.DataFrame]:
-        """Kaggle's pixel_stats.csv (or data_params/pixel_stats) when present."""
-        path = self.dp.get("pixel_stats") or self.root / "pixel_stats.csv"
+        """Kaggle's pixel_stats.csv (or source_params/pixel_stats) when present."""
+        path = self.pixel_stats or self.root / "pixel_stats.csv"
         if not Path(path).is_file():
-            if self.dp.get("pixel_stats"):
-                raise DataError(f"data_params/pixel_stats file not found: {path}")
+            if self.pixel_stats:
+                raise DataError(f"data_params/source_params/pixel_stats file not found: {path}")
             return None
         stats = read_csv(path, [*STATS_KEYS, "mean", "std"], integers=["plate", "site", "channel"],
                          numbers=["mean", "std"], unique=STATS_KEYS)
@@ -214,8 +218,17 @@ class Rxrx1Source(RxrxPlates):
         return stats[["id", "experiment", "plate", "well", "group", "site", "channel", "mean", "std"]].assign(
             source=str(path))
 
+    def auto_classes(self) -> int:
+        """num_classes: auto: the 31 controls (Part I), the treatments below control_offset (Part II/III),
+        plus the controls' ids above it with controls_as_classes."""
+        if self.table_kind == "control":
+            return N_CONTROLS
+        if self.controls_as_classes:
+            return int(self.control_classes()["label"].astype(int).max()) + 1
+        return self.control_offset
+
     def fixed_classes(self, num_classes) -> List[str]:
         """siRNA ids index the classes directly (plate assignment needs column = siRNA id)."""
         if num_classes in (None, "auto"):
-            num_classes = 31 if self.kind == "control" else N_TREATMENTS
+            num_classes = self.auto_classes()
         return [str(i) for i in range(int(num_classes))]

@@ -32,7 +32,7 @@ def image_path(root, experiment: str, plate: int, well: str, site: int, channel:
 class Rxrx12020Source(RxrxPlates):
     name = "rxrx1_2020"
 
-    def __init__(self, root, rescale: Optional[dict] = None, data_params: Optional[dict] = None,
+    def __init__(self, root, rescale: Optional[dict] = None,
                  metadata: str = "metadata.csv", well_types: Sequence[str] = ("treatment",)):
         super().__init__(root, rescale)
         self.metadata = self.root / metadata

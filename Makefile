@@ -41,7 +41,7 @@ test-fast: install  ## unit tests only (skip the end-to-end script runs)
 
 lint: install  ## static checks: ruff (pyflakes, bugbear, import order), shellcheck, hadolint
 	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/shellcheck bin/*.sh .ci/run
+	$(VENV)/bin/shellcheck -x bin/*.sh .ci/run
 	$(VENV)/bin/hadolint docker/Dockerfile
 
 bench: install  ## speed figures as ratios to their targets: loader, cache, Catalyst loop, predict-all, ensemble (~6 min)

@@ -32,7 +32,7 @@ def sh(args, env=None, log=None):
         raise SystemExit(f"failed ({r.returncode}): {' '.join(map(str, args))}; see {log}")
 
 
-def test_accuracy(ens_dir: Path, data: Path) -> dict:
+def heldout_accuracy(ens_dir: Path, data: Path) -> dict:
     assigned = pd.read_csv(ens_dir / "test_assigned.csv")
     truth = pd.read_csv(data / "test_labels.csv")
     m = assigned.merge(truth, on="id_code", suffixes=("", "_true"))
@@ -66,7 +66,7 @@ def run_row(name, row, cfg, data, csv, out: Path, python) -> dict:
         final = out / "ensembles" / f"pseudo_r{rounds['rounds']}"
     oof = pd.read_csv(final / "oof_accuracy.csv").set_index("experiment").loc["ALL"]
     result = {"row": name, "oof_argmax": float(oof["acc_argmax"]), "oof_assigned": float(oof["acc_assigned"]),
-              **test_accuracy(final, data), "minutes": round((time.time() - started) / 60, 1)}
+              **heldout_accuracy(final, data), "minutes": round((time.time() - started) / 60, 1)}
     done.write_text(json.dumps(result, indent=2))
     return result
 

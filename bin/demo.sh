@@ -7,14 +7,11 @@ set -euo pipefail
 
 export PYTHON="${PYTHON:-python}"
 DEMO_DIR="${DEMO_DIR:-demo_out}"
-export DATA_DIR="$DEMO_DIR/data"
-export LOG_DIR="$DEMO_DIR/logs"
-export CSV_DIR="$DEMO_DIR/csv"
-export PSEUDO_CSV_DIR="$DEMO_DIR/csv/pseudo"
-export MODEL="${MODEL:-timm}"
-export MODEL_NAME="${MODEL_NAME:-test_resnet}"
-export CHANNELS="${CHANNELS:-[1,2,3,4,5] [2,3,4,5,6]}"
-export FOLDS="${FOLDS:-0 1}"
+# the folders bin/flow.sh and the train scripts use, all under DEMO_DIR
+export DATA_DIR="$DEMO_DIR/data" LOG_DIR="$DEMO_DIR/logs" CSV_DIR="$DEMO_DIR/csv" PSEUDO_CSV_DIR="$DEMO_DIR/csv/pseudo"
+# a tiny model, 2 channel combinations x 2 folds
+export MODEL="${MODEL:-timm}" MODEL_NAME="${MODEL_NAME:-test_resnet}"
+export CHANNELS="${CHANNELS:-[1,2,3,4,5] [2,3,4,5,6]}" FOLDS="${FOLDS:-0 1}"
 PRED_DIR="$DEMO_DIR/predictions"
 ENS_DIR="$DEMO_DIR/ensemble"
 REPORT_DIR="$DEMO_DIR/report"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import grid
+from cellpipe.engine import grid as engine
 
 REPO = Path(__file__).resolve().parents[1]
 CHANNELS = "[1,2,3,4,5]"
@@ -18,7 +18,7 @@ TINY = {"data_params": {"control_offset": 16, "image_size": 32, "batch_size": 32
 
 
 def _job(argv, cwd="/repo"):
-    return {"argv": argv, "cwd": cwd, "output": grid.output_of(argv)}
+    return {"argv": argv, "cwd": cwd, "output": engine.output_of(argv)}
 
 
 def test_dependencies_come_from_paths():
@@ -33,12 +33,12 @@ def test_dependencies_come_from_paths():
         _job(["src/train.py", "--logdir", "logs/pseudo/[1,2]/fold_0/m",
               "--data_params/train_csv=csv/pseudo/train_0.csv"]),
     ]
-    assert grid.dependencies(jobs) == [set(), set(), {0}, {2}, {3}, {4}]
+    assert engine.dependencies(jobs) == [set(), set(), {0}, {2}, {3}, {4}]
 
 
 def test_add_needs_an_output_folder(tmp_path):
-    with pytest.raises(grid.ConfigError, match="no output folder"):
-        grid.add(tmp_path / "g.jsonl", ["src/ensemble.py", "--data_root", "x"])
+    with pytest.raises(engine.ConfigError, match="no output folder"):
+        engine.add(tmp_path / "g.jsonl", ["src/ensemble.py", "--data_root", "x"])
 
 
 def _overlay(path: Path, base: str, num_classes: int) -> Path:
@@ -61,7 +61,7 @@ def test_grid_runs_the_seed_flow_on_submitit_local(demo_root, demo_csv, tmp_path
     proc = subprocess.run(["bash", "bin/grid.sh", "--poll_s", "0.2"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    jobs = grid.read_grid(logs / "grid" / "jobs.jsonl")
+    jobs = engine.read_grid(logs / "grid" / "jobs.jsonl")
     assert len(jobs) == 1 + 2 + 3 + 2 + 2  # Part I, Part II x 2 folds, predict/ensemble/pseudo, Part III x 2, ...
     summary = json.loads((logs / "grid" / "grid_summary.json").read_text())
     assert summary["done"] == list(range(len(jobs))) and not summary["failed"]

@@ -22,7 +22,7 @@ def test_rxrx1_colours_follow_rxrx1_utils():
 
 def test_rxrx1_demo_montage(demo_root, tmp_path):
     source = rxrx1.Rxrx1Source(demo_root)
-    wells = rxrx1.test_table(demo_root / "test.csv")
+    wells = rxrx1.unlabelled_table(demo_root / "test.csv")
     out = write_montage(source, wells, tmp_path / "m.png", max_samples=3, tile_size=48)
     img = cv2.imread(str(out))
     assert img is not None and img.shape[0] >= 3 * 48 and img.shape[1] >= 7 * 48 and img.std() > 5

@@ -54,7 +54,7 @@ def _weighted_mean(parts: List[np.ndarray], weights) -> np.ndarray:
     return sum(wi * p for wi, p in zip(w, parts)) / w.sum()
 
 
-def test_probabilities(runs: List[Run], labels: Task, weights):
+def heldout_probabilities(runs: List[Run], labels: Task, weights):
     ids = None
     parts = []
     for r in runs:
@@ -64,7 +64,7 @@ def test_probabilities(runs: List[Run], labels: Task, weights):
         elif run_ids != ids:
             raise DataError(f"{r.dir / layout.TEST_IDS} lists other test samples (or another order) than "
                             f"{runs[0].dir / layout.TEST_IDS}")
-        parts.append(labels.probabilities(load_logits(r.test_path, len(ids))))
+        parts.append(labels.probabilities(load_logits(r.pred_test_path, len(ids))))
     return ids, _weighted_mean(parts, weights)
 
 
@@ -99,7 +99,7 @@ def _table(ids, probs, labels: Task, thresholds=None) -> pd.DataFrame:
                       pd.DataFrame(probs, columns=labels.prob_columns())], axis=1)
 
 
-def test_scores(truth_csv, ids, probs, labels: Task, thresholds) -> dict:
+def heldout_scores(truth_csv, ids, probs, labels: Task, thresholds) -> dict:
     """Held-out scores against a truth file (id, label) that training never saw: for generated data
     and for reporting only; nothing is chosen on them."""
     truth = read_table(truth_csv, ["id", "label"])
@@ -122,7 +122,7 @@ def average(pred_dirs, out_dir, weights=None, model_names=None, channels=None, f
     runs = collect(pred_dirs, model_names, channels, folds)
     w = run_weights(runs, weights)
     labels = _labels(runs)
-    ids, probs = test_probabilities(runs, labels, w)
+    ids, probs = heldout_probabilities(runs, labels, w)
     result = {"n_runs": len(runs), "n_test": len(ids), "target": labels.kind}
     oof_table, oof = oof_probabilities(runs, labels, w)
     thresholds = None
@@ -144,7 +144,7 @@ def average(pred_dirs, out_dir, weights=None, model_names=None, channels=None, f
     for name, sub in labels.submissions(source, pd.DataFrame({"id": ids}), probs, thresholds).items():
         write_csv(sub, out_dir / name)
     if truth is not None:
-        result.update(test_scores(truth, ids, probs, labels, thresholds))
+        result.update(heldout_scores(truth, ids, probs, labels, thresholds))
     write_text(json.dumps(result, indent=2) + "\n", out_dir / layout.OOF_SCORES)
     log.info("ensemble of %d run(s): %s", len(runs), result)
     return result

@@ -28,7 +28,7 @@ class Run:
         return self.pred_dir / self.channels / layout.fold_dir(self.fold) / self.model
 
     @property
-    def test_path(self) -> Path:
+    def pred_test_path(self) -> Path:
         return self.dir / TEST_FILE
 
     @property

@@ -61,7 +61,7 @@ def runs(log_dir, out_csv=None):
     return None
 
 
-def test_accuracy(ensemble_dir, data_root):
+def heldout_accuracy(ensemble_dir, data_root):
     """Accuracy of submission.csv against {data_root}/test_labels.csv (the demo has them)."""
     labels = Path(data_root) / "test_labels.csv"
     if not labels.is_file():
@@ -90,7 +90,7 @@ def ensemble(ensemble_dir, data_root, out_dir, name: str = None, montage_wells: 
     print(f"\n{name}: out-of-fold accuracy per experiment")
     print(oof.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     accuracy_bars_png(oof, out_dir / f"{name}_oof_accuracy.png", f"{name}: out-of-fold accuracy")
-    test = test_accuracy(ensemble_dir, data_root)
+    test = heldout_accuracy(ensemble_dir, data_root)
     if test is not None:
         write_csv(test, out_dir / f"{name}_test_accuracy.csv")
         print(f"\n{name}: test accuracy against test_labels.csv")

@@ -36,7 +36,7 @@ def plate_labels(probs: np.ndarray, df: pd.DataFrame, groups: np.ndarray, assign
 
 
 def _mean_test_logits(runs, weights, n_rows) -> np.ndarray:
-    arrays = (load_logits(r.test_path, n_rows) for r in tqdm(runs, desc="test logits", unit="run"))
+    arrays = (load_logits(r.pred_test_path, n_rows) for r in tqdm(runs, desc="test logits", unit="run"))
     return average_logits(arrays, weights)
 
 
@@ -149,13 +149,13 @@ def main(
     widths = {}
     for r in runs:  # headers only: a width mismatch fails before loading gigabytes
         try:
-            widths[r.test_path] = np.load(r.test_path, mmap_mode="r").shape[-1]
+            widths[r.pred_test_path] = np.load(r.pred_test_path, mmap_mode="r").shape[-1]
         except (OSError, ValueError) as e:
-            raise DataError(f"cannot read logits {r.test_path}: {e}") from None
-    n_classes = widths[runs[0].test_path]
+            raise DataError(f"cannot read logits {r.pred_test_path}: {e}") from None
+    n_classes = widths[runs[0].pred_test_path]
     for path, width in widths.items():
         if width != n_classes:
-            raise DataError(f"{path} has {width} classes but {runs[0].test_path} has {n_classes}")
+            raise DataError(f"{path} has {width} classes but {runs[0].pred_test_path} has {n_classes}")
     n_treat = int(treatment_classes) if treatment_classes else int(train_df["sirna"].max()) + 1
     if n_classes > n_treat:  # controls trained as extra classes: test wells are treatments
         log.info("dropping %d logit columns beyond the %d treatment classes", n_classes - n_treat, n_treat)

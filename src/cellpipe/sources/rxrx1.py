@@ -123,7 +123,7 @@ def control_table(csv, control_offset: int = N_TREATMENTS, **_) -> pd.DataFrame:
 
 
 @TABLES.register("test")
-def test_table(csv, **_) -> pd.DataFrame:
+def unlabelled_table(csv, **_) -> pd.DataFrame:
     """Unlabelled test.csv rows, for prediction."""
     df = read_csv(csv, ["experiment", "plate", "well"], integers=["plate"], unique=["experiment", "plate", "well"])
     return _finish(df.assign(dataset="test", label=None), csv)
@@ -172,7 +172,7 @@ class Rxrx1Source(RxrxPlates):
     def build_catalog(self) -> pd.DataFrame:
         """train.csv and test.csv wells (the labelled test rows of a pseudo fold come via its CSV)."""
         train = non_pseudo_table(self.root / "train.csv")
-        test = test_table(self.root / "test.csv").assign(split="test")
+        test = unlabelled_table(self.root / "test.csv").assign(split="test")
         return pd.concat([train, test], ignore_index=True)
 
     def cache_extra_rows(self) -> pd.DataFrame:
@@ -183,7 +183,7 @@ class Rxrx1Source(RxrxPlates):
 
     def split(self, name: str, csv=None) -> pd.DataFrame:
         if name == "test":
-            return test_table(csv or self.root / "test.csv").assign(split="test")
+            return unlabelled_table(csv or self.root / "test.csv").assign(split="test")
         if csv is None:
             raise DataError(f"rxrx1 needs data_params/{name}_csv (a fold CSV; see src/make_folds.py)")
         table = TABLES.build(self.table_kind, csv=csv, control_offset=self.control_offset).assign(split=name)

@@ -31,6 +31,7 @@ from cellpipe.data.dataset import SampleDataset, class_weights, sample_weights
 from cellpipe.data.sampling import GroupBatchSampler, SeededBatches, group_codes
 from cellpipe.data.transforms import worker_init_fn
 from cellpipe.models import call_model, create_model, flatten_sites, load_checkpoint
+from cellpipe.tasks import resolve_defaults
 from cellpipe.training import distributed
 from cellpipe.training.callbacks import EMACallback, EpochMetricsCallback, GradualUnfreezeCallback, HistoryCallback
 from cellpipe.training.checkpoint import RESUME, EpochCheckpointCallback, StatefulEarlyStopping
@@ -266,6 +267,23 @@ def checkpoint_bytes(model, cfg) -> int:
     return int(weights * copies * 1.2)
 
 
+def finish_run(cfg, logdir: Path, model, prepared: Prepared, result: dict, last_stage: str, started: float) -> dict:
+    """What ends every run: the final checkpoint (+ labels.json), the validation report and DONE.json.
+    ``result`` is the last stage's summary (best_epoch, valid metrics)."""
+    model.freeze_backbone(False)
+    save_final(model, cfg, logdir / layout.FINAL_CHECKPOINT, result["valid"], prepared)
+    logits = predict_logits(model, prepared.valid, cfg["data_params"]["batch_size"])
+    report = write_validation_report(logits, prepared.valid.table, prepared.labels, logdir, prepared.valid.targets,
+                                     cfg["state_params"].get("threshold_grid"))
+    summary = {"logdir": str(logdir), "valid": result["valid"], "minutes": round((time.time() - started) / 60, 2),
+               "channels": cfg["data_params"]["channels"], "num_classes": cfg["model_params"]["num_classes"],
+               "target": prepared.labels.kind,
+               "source": cfg["data_params"]["source"], "best_epoch": result["best_epoch"],
+               "last_stage": last_stage, **report}
+    write_text(json.dumps(summary, indent=2), logdir / layout.DONE_FILE)
+    return summary
+
+
 def train(cfg, logdir, force: bool = False) -> dict:
     """Train a run into ``logdir`` (locked against a second process), or return its finished summary."""
     logdir = Path(logdir)
@@ -280,7 +298,7 @@ def train(cfg, logdir, force: bool = False) -> dict:
 
 
 def _train(cfg, logdir: Path, force: bool) -> dict:
-    done = logdir / layout.DONE_FILE
+    resolve_defaults(cfg)  # auto criterion / main metric (train.py's start-up checks did it already)
     set_global_seed(cfg["seed"])
     started = time.time()
     prepared = prepare_training(cfg)  # resolves the config's auto values
@@ -324,16 +342,6 @@ def _train(cfg, logdir: Path, force: bool) -> dict:
         return {"logdir": str(logdir), "valid": result["valid"], "rank": distributed.rank()}
     # the run's model is the best epoch of its last stage
     model.load_state_dict(load_checkpoint(previous / STAGE_BEST))
-    model.freeze_backbone(False)
-    save_final(model, cfg, logdir / layout.FINAL_CHECKPOINT, result["valid"], prepared)
-    logits = predict_logits(model, prepared.valid, cfg["data_params"]["batch_size"])
-    report = write_validation_report(logits, prepared.valid.table, prepared.labels, logdir, prepared.valid.targets,
-                                     cfg["state_params"].get("threshold_grid"))
-    summary = {"logdir": str(logdir), "valid": result["valid"], "minutes": round((time.time() - started) / 60, 2),
-               "channels": cfg["data_params"]["channels"], "num_classes": cfg["model_params"]["num_classes"],
-               "target": prepared.labels.kind,
-               "source": cfg["data_params"]["source"], "best_epoch": result["best_epoch"],
-               "last_stage": previous.name, **report}
-    write_text(json.dumps(summary, indent=2), done)
+    summary = finish_run(cfg, logdir, model, prepared, result, previous.name, started)
     distributed.barrier()
     return summary

@@ -16,7 +16,7 @@ OUT_DIR ?= $(CURDIR)/logs
 .PHONY: help install demo bench-accuracy bench-resume demo-manifest demo-folder demo-phenix demo-rxrx1_2020 demo-hpa demo-moths test test-fast lint bench clean run exec stop docker-build
 
 help:  ## list targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)

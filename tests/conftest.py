@@ -1,4 +1,6 @@
 """Shared pytest fixtures."""
+from pathlib import Path
+
 import pytest
 
 import make_demo_data
@@ -18,7 +20,7 @@ def demo_root(tmp_path_factory):
 
 
 # ------------------------------------------------------------- trained runs
-REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]
 TRAINED_CHANNELS = "[1,2,3,4,5]"
 TRAINED_MODEL = "test_resnet"
 TRAINED_FOLDS = (0, 1)
@@ -33,6 +35,49 @@ def tiny_train_args(data_root, csv_dir, fold, logdir, channels=TRAINED_CHANNELS,
         f"--data_params/channels={channels}", f"--data_params/root={data_root}",
         f"--data_params/train_csv={csv_dir}/train_{fold}.csv", f"--data_params/valid_csv={csv_dir}/valid_{fold}.csv",
     ]
+
+
+def untrained_run(argv) -> Path:
+    """A finished run folder in train.py's exact format (config.yml, checkpoints/best.pth, labels.json,
+    valid_predictions.csv, per_class.csv, DONE.json) whose model is freshly initialised: for tests of what
+    consumes runs (prediction, ensembles, reports), which need the files, not a trained model. A second."""
+    import time
+
+    import torch
+
+    import train
+    from cellpipe.core import config as cfglib
+    from cellpipe.core import layout
+    from cellpipe.data.build import prepare_training
+    from cellpipe.models import create_model
+    from cellpipe.training.checks import check_names
+    from cellpipe.training.runner import finish_run
+
+    args, overrides = train.parse_args(argv)
+    cfg = cfglib.load_config(args.config, [o for o in args.overlay if o], overrides)
+    check_names(cfg)
+    prepared = prepare_training(cfg, workers=0)
+    torch.manual_seed(cfg["seed"])
+    model = create_model(**cfg["model_params"]).eval()
+    logdir = Path(args.logdir)
+    (logdir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (logdir / layout.CONFIG_FILE).write_text(cfglib.dump(cfg))
+    finish_run(cfg, logdir, model, prepared, {"best_epoch": 0, "valid": {}}, "finetune", time.time())
+    return logdir
+
+
+@pytest.fixture(scope="session")
+def untrained_runs(demo_root, tmp_path_factory):
+    """trained_runs' layout and settings with untrained models (untrained_run): no training."""
+    tmp = tmp_path_factory.mktemp("untrained")
+    csv_dir, log_dir = tmp / "csv", tmp / "logs"
+    make_folds.main(str(demo_root), out_dir=str(csv_dir), n_folds=3, seed=0)
+    model_root = log_dir / "non_pseudo"
+    for fold in TRAINED_FOLDS:
+        untrained_run(tiny_train_args(demo_root, csv_dir, fold, model_root / TRAINED_CHANNELS / f"fold_{fold}"
+                                      / TRAINED_MODEL))
+    return {"data_root": demo_root, "csv_dir": csv_dir, "log_dir": log_dir, "model_root": model_root,
+            "model_name": TRAINED_MODEL, "channels": TRAINED_CHANNELS, "folds": TRAINED_FOLDS}
 
 
 @pytest.fixture(scope="session")

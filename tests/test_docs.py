@@ -21,14 +21,16 @@ checked cheaply, nothing is trained and no data is read:
 * any token naming a file under configs/, src/, bin/, bench/, tests/ or docker/ exists.
 
 Conventions the checker understands: ``[--flag value]`` and ``[--a x | --b y]`` mark optional flags
-(each is checked), a bare ``...`` stands for more arguments, ALL-CAPS words (DATA, OUT, N) and ``$VARS`` are
-placeholders (N for a number: not type-checked). A command the checker does not understand fails, naming its file and
-line, unless it is in ALLOWED below with a reason. Inline spans are mentions, not invocations: missing
-required arguments are accepted there (unknown ones are not).
+(each is checked), a bare ``...`` stands for more arguments, ALL-CAPS words (DATA, OUT) and ``$VARS``
+are placeholders (a single capital, N, also for a number). A command the checker does not understand
+fails, naming its file and line, unless ALLOWED below names it with a reason; REJECTED holds the
+commands a page shows on purpose as wrong, with the error they must get. Inline spans are mentions,
+not invocations: missing required arguments are accepted there (unknown ones are not).
 
-Besides: links between the pages resolve (files and #anchors), backticked paths and
-``section/key`` config keys in the prose exist, every page starts with its commands, and the README
-stays a front page.
+Besides: links between the pages resolve (files and #anchors); backticked repository paths,
+``cellpipe.x.y`` names, ``section/key`` config keys (in configs/base.yml, a data overlay or a stage
+file) and ``source_params/x`` settings (a parameter of some input adapter) in the prose exist; every
+page starts with its commands; the README stays a front page.
 """
 import argparse
 import ast
@@ -62,7 +64,7 @@ REJECTED = {
 
 # `make help` lists the targets whose rule has a `## description`; its grep pattern does not match a rule
 # naming several targets, so these are missing from its list (docs/development.md says so).
-KNOWN_UNLISTED = {"demo-manifest", "demo-folder", "demo-phenix", "demo-rxrx1_2020", "demo-hpa", "demo-moths"}
+KNOWN_UNLISTED = set()  # make targets the docs show that `make help` leaves out (none)
 
 CMD_FENCES = {"bash", "sh", "shell"}
 PYTHONS = {"python", "python3", ".venv/bin/python", "$PYTHON", '"$PYTHON"'}
@@ -205,7 +207,7 @@ def check_make(words, env):
             raise DocError(f"make option {w!r} is not understood by the doc checker")
         else:
             targets.append(w)
-    for t in targets or ["help"]:
+    for t in targets or [next(iter(TARGETS))]:  # no target: the Makefile's first
         if t not in TARGETS:
             raise DocError(f"make target '{t}' is not in the Makefile (targets: {', '.join(sorted(TARGETS))})")
     scripts = []
@@ -222,10 +224,11 @@ def check_make(words, env):
 
 
 def check_install_step(words):
-    """A manual install step must be one of the Makefile's install recipe lines."""
-    recipe = TARGETS["$(VENV)/.installed"]
+    """A manual install step must be a line of a Makefile recipe (the install rule's)."""
+    recipe = "".join(TARGETS.values())
     recipe = recipe.replace("$(PIP)", "pip").replace("$(PYTHON_SYS)", "python3").replace("$(VENV)", ".venv")
-    steps = [shlex.split(re.sub(r"#.*", "", line).replace("-q ", "")) for line in recipe.splitlines()]
+    steps = [shlex.split(re.sub(r"#.*", "", line).replace("-q ", "")) for line in recipe.splitlines()
+             if re.search(r"pip install|-m venv", line)]
     wanted = [w for w in words if w != "-q"]
     wanted[0] = "pip" if wanted[0].endswith("pip") else wanted[0]
     if not any(s[-len(wanted):] == wanted for s in steps if s):
@@ -301,7 +304,10 @@ def load_script(rel):
     for d in (str(REPO / "src"), str(path.parent)):
         if d not in sys.path:
             sys.path.insert(0, d)
-    module = importlib.import_module(path.stem)
+    try:
+        module = importlib.import_module(path.stem)
+    except Exception as e:  # the script does not even import: the doc command cannot work
+        raise DocError(f"importing {rel} failed: {type(e).__name__}: {e}") from None
     if Path(module.__file__).resolve() != path.resolve():
         raise DocError(f"importing {path.stem} found {module.__file__}, not {rel}")
     tree = ast.parse(path.read_text())
@@ -309,10 +315,20 @@ def load_script(rel):
         if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test):
             for call in ast.walk(node):
                 if isinstance(call, ast.Call) and ast.unparse(call.func) in ("cli.run", "fire.Fire"):
-                    return module, ("fire", eval(ast.unparse(call.args[0]), vars(module)))  # noqa: S307
-            if "main(" in ast.unparse(node) and hasattr(module, "main"):
+                    return module, ("fire", _component(module, call.args[0], rel))
+            if "main(" in ast.unparse(node) and hasattr(module, "main") and "argparse" in vars(module):
                 return module, ("argparse", module.main)
     raise DocError(f"{rel} has no fire or argparse entry point the doc checker recognises")
+
+
+def _component(module, node, rel):
+    """What a fire entry point runs: a function name, or a literal dict of subcommand -> function name."""
+    if isinstance(node, ast.Name):
+        return getattr(module, node.id)
+    if isinstance(node, ast.Dict) and all(isinstance(k, ast.Constant) and isinstance(v, ast.Name)
+                                          for k, v in zip(node.keys, node.values)):
+        return {k.value: getattr(module, v.id) for k, v in zip(node.keys, node.values)}
+    raise DocError(f"{rel}: the doc checker cannot read the fire component {ast.unparse(node)}")
 
 
 class _Parsed(Exception):
@@ -377,11 +393,30 @@ def check_argparse(rel, args, inline):
 
         overlays = [str(REPO / o) for o in namespace.overlay if o]
         try:
-            load_config(REPO / namespace.config, overlays, extra)
+            cfg = load_config(REPO / namespace.config, overlays, extra)
         except (ConfigError, FileNotFoundError) as e:
             raise DocError(f"config {namespace.config} + {namespace.overlay}: {e}") from None
+        dp = cfg["data_params"]
+        accepted = adapter_params(dp["source"])
+        unknown = sorted(set(dp.get("source_params") or {}) - accepted) if accepted is not None else []
+        if unknown:
+            raise DocError(f"config {namespace.config} + {namespace.overlay}: source '{dp['source']}' takes no "
+                           f"data_params/source_params {unknown}")
     elif extra:
         raise DocError(f"{rel}: unrecognised arguments {extra}")
+
+
+def adapter_params(source):
+    """The source_params an input adapter accepts: its constructor's own parameters (None: any, **kwargs)."""
+    from cellpipe.sources import source_class
+
+    try:
+        params = inspect.signature(source_class(source).__init__).parameters
+    except Exception as e:  # an unknown source name
+        raise DocError(f"data_params/source '{source}': {e}") from None
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    return set(params) - {"self", "root", "rescale"}
 
 
 def _expected_type(param):
@@ -483,7 +518,7 @@ def check_command(words, inline):
     if program in ("bash", "sh"):
         return check_bash(words, env, inline)
     if env and not all(reads_var_anywhere(e.split("=", 1)[0]) for e in env):
-        raise DocError(f"{env} not read by any src/ module")
+        raise DocError(f"{env}: not read by any module of src/ or bench/")
     if program in PYTHONS:
         return check_python(words, inline)
     if program in ("pip", ".venv/bin/pip"):
@@ -494,7 +529,9 @@ def check_command(words, inline):
 
 
 def reads_var_anywhere(name):
-    return any(name in p.read_text() for p in (REPO / "src").rglob("*.py"))
+    """An environment variable a python command is shown with is named somewhere in src/ or bench/."""
+    files = [*(REPO / "src").rglob("*.py"), *(REPO / "bench").rglob("*.py")]
+    return any(re.search(rf"\b{name}\b", p.read_text()) for p in files)
 
 
 # ---------------------------------------------------------------------------- tests
@@ -572,10 +609,26 @@ def test_links_resolve(path):
             assert anchor in _anchors(dest), f"{path.name}: no heading #{anchor} in {dest.name}"
 
 
-def _base_config():
-    from cellpipe.core.config import read_yaml
+def _configs():
+    """configs/base.yml, every data overlay merged over it, and every config that has a _base_: a
+    documented key must exist in one of them."""
+    from cellpipe.core.config import merge, read_yaml
 
-    return read_yaml(REPO / "configs" / "base.yml")
+    base = read_yaml(REPO / "configs" / "base.yml")
+    out = [base]
+    for path in sorted((REPO / "configs").rglob("*.yml")):
+        data = read_yaml(path)
+        if "_base_" in path.read_text():
+            out.append(data)
+        elif path.parent.name == "data":
+            out.append(merge(base, data, strict=False))
+    return out
+
+
+def _source_param_exists(name):
+    from cellpipe.sources import source_names
+
+    return any(adapter_params(s) is None or name in adapter_params(s) for s in source_names())
 
 
 def _key_exists(cfg, parts):
@@ -586,7 +639,7 @@ def _key_exists(cfg, parts):
         if part.startswith("<") and part.endswith(">"):  # stages/<stage>/...
             options = list(node.values())
             return any(_key_exists(o, parts[parts.index(part) + 1:]) for o in options)
-        if not node and part:  # an empty mapping in the base is free-form (source_params, hierarchy, filter)
+        if not node and part:  # an empty mapping is free-form here (hierarchy, filter)
             return True
         if part not in node:
             return False
@@ -597,26 +650,33 @@ def _key_exists(cfg, parts):
 @pytest.mark.parametrize("path", DOC_FILES, ids=[p.name for p in DOC_FILES])
 def test_prose_names_exist(path):
     """Backticked repository paths and ``section/key`` config keys of the prose exist now."""
-    cfg = _base_config()
-    sections = "|".join(k for k, v in cfg.items() if isinstance(v, dict))
-    key_re = re.compile(rf"^(?:--)?((?:{sections})(?:/[A-Za-z_<>][\w<>]*)+)(?:[=:].*)?$")
+    configs = _configs()
+    sections = "|".join(k for k, v in configs[0].items() if isinstance(v, dict))
+    key_re = re.compile(rf"^(?:--)?((?:{sections}|source_params)(?:/[A-Za-z_<>][\w<>]*)+)(?:[=:].*)?$")
     problems = []
-    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    text = re.sub(r"```.*?```", lambda m: "\n" * m.group(0).count("\n"), path.read_text(), flags=re.S)
     for no, line in enumerate(text.splitlines(), 1):
         for span in re.findall(r"`([^`]+)`", line):
             m = key_re.match(span.strip())
-            if m and not _key_exists(cfg, m.group(1).split("/")):
-                problems.append(f"config key {m.group(1)} ({span}) is not in configs/base.yml")
+            if m:
+                parts = m.group(1).split("/")
+                if parts[0] == "source_params":
+                    parts = ["data_params", *parts]
+                if parts[:2] == ["data_params", "source_params"] and len(parts) > 2:
+                    if not _source_param_exists(parts[2]):
+                        problems.append(f"{no}: no input adapter takes source_params/{parts[2]} ({span})")
+                elif not any(_key_exists(cfg, parts) for cfg in configs):
+                    problems.append(f"{no}: config key {m.group(1)} ({span}) is in no config of configs/")
             for word in re.findall(r"[\w./\-]+", span):
                 if word.startswith(REPO_DIRS) and not re.search(r"[{*<]", span) and not (REPO / word).exists():
-                    problems.append(f"path {word} ({span}) does not exist")
+                    problems.append(f"{no}: path {word} ({span}) does not exist")
             for mod in re.findall(r"\bcellpipe(?:\.\w+)+", span):
                 if not _module_name_exists(mod):
-                    problems.append(f"{mod} does not exist")
+                    problems.append(f"{no}: {mod} does not exist")
             for script, name in re.findall(r"(?<![\w./])([a-z_]+)\.([A-Za-z_]\w*)\b(?![./])", span):
                 if (REPO / "src" / f"{script}.py").is_file() and name not in FILE_SUFFIXES:
                     if not _module_name_exists(f"{script}.{name}", base=REPO / "src"):
-                        problems.append(f"src/{script}.py has no {name} ({span})")
+                        problems.append(f"{no}: src/{script}.py has no {name} ({span})")
     assert not problems, f"{path.name}:\n  " + "\n  ".join(problems)
 
 

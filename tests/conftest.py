@@ -1,10 +1,26 @@
 """Shared pytest fixtures."""
+import os
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 import make_demo_data
 import make_folds
+
+FORBID_TRAINING = "CELLPIPE_FORBID_TRAINING"  # cellpipe.training.runner refuses to train when it is set
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Tests not marked slow (make test-fast) train nothing: any training stage they start, in this
+    process or a subprocess, fails at once. Set before the test's fixtures, session fixtures included."""
+    if item.get_closest_marker("slow") is None:
+        os.environ[FORBID_TRAINING] = "1"
+    else:
+        os.environ.pop(FORBID_TRAINING, None)
+
 
 # tiny demo set shared by the whole session: 2 cell types x (3 train + 1 test) experiments
 DEMO_KWARGS = dict(image_size=32, n_sirnas=16, n_controls=4, cell_types=2,
@@ -37,10 +53,11 @@ def tiny_train_args(data_root, csv_dir, fold, logdir, channels=TRAINED_CHANNELS,
     ]
 
 
-def untrained_run(argv) -> Path:
+def untrained_run(argv, seed: int = 0) -> Path:
     """A finished run folder in train.py's exact format (config.yml, checkpoints/best.pth, labels.json,
     valid_predictions.csv, per_class.csv, DONE.json) whose model is freshly initialised: for tests of what
-    consumes runs (prediction, ensembles, reports), which need the files, not a trained model. A second."""
+    consumes runs (prediction, ensembles, reports), which need the files, not a trained model. A second.
+    ``seed`` draws the initial weights (runs of one ensemble differ)."""
     import time
 
     import torch
@@ -51,18 +68,21 @@ def untrained_run(argv) -> Path:
     from cellpipe.data.build import prepare_training
     from cellpipe.models import create_model
     from cellpipe.training.checks import check_names
+    from cellpipe.training.evaluate import predict_logits
     from cellpipe.training.runner import finish_run
 
     args, overrides = train.parse_args(argv)
     cfg = cfglib.load_config(args.config, [o for o in args.overlay if o], overrides)
     check_names(cfg)
     prepared = prepare_training(cfg, workers=0)
-    torch.manual_seed(cfg["seed"])
+    torch.manual_seed(seed)
     model = create_model(**cfg["model_params"]).eval()
     logdir = Path(args.logdir)
     (logdir / "checkpoints").mkdir(parents=True, exist_ok=True)
     (logdir / layout.CONFIG_FILE).write_text(cfglib.dump(cfg))
-    finish_run(cfg, logdir, model, prepared, {"best_epoch": 0, "valid": {}}, "finetune", time.time())
+    logits = predict_logits(model, prepared.valid, cfg["data_params"]["batch_size"])
+    valid = prepared.labels.epoch_metrics(logits, prepared.valid.targets)  # the untrained model's real scores
+    finish_run(cfg, logdir, model, prepared, {"best_epoch": 0, "valid": valid}, "finetune", time.time())
     return logdir
 
 
@@ -75,7 +95,7 @@ def untrained_runs(demo_root, tmp_path_factory):
     model_root = log_dir / "non_pseudo"
     for fold in TRAINED_FOLDS:
         untrained_run(tiny_train_args(demo_root, csv_dir, fold, model_root / TRAINED_CHANNELS / f"fold_{fold}"
-                                      / TRAINED_MODEL))
+                                      / TRAINED_MODEL), seed=fold)
     return {"data_root": demo_root, "csv_dir": csv_dir, "log_dir": log_dir, "model_root": model_root,
             "model_name": TRAINED_MODEL, "channels": TRAINED_CHANNELS, "folds": TRAINED_FOLDS}
 
@@ -119,3 +139,25 @@ def demo_csv(demo_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("csv")
     make_folds.main(str(demo_root), str(out), n_folds=3, seed=0)
     return out
+
+
+# ------------------------------------------------------------- synthetic plate layouts (rxrx, ensembles)
+def make_wells(rng, groups, n_experiments, prefix="EXP", drop=0):
+    """Every experiment's plates 1..G hold the G groups in a random order, wells shuffled.
+
+    ``drop`` wells are removed at random (plates then miss a well or two).
+    """
+    n_groups = groups.max() + 1
+    frames = []
+    for e in range(n_experiments):
+        for plate, g in enumerate(rng.permutation(n_groups), start=1):
+            sirna = rng.permutation(np.flatnonzero(groups == g))
+            frames.append(pd.DataFrame({
+                "experiment": f"{prefix}-{e + 1:02d}", "plate": plate,
+                "well": [f"W{i:03d}" for i in range(len(sirna))], "sirna": sirna, "group": g,
+            }))
+    df = pd.concat(frames, ignore_index=True)
+    if drop:
+        df = df.drop(rng.choice(len(df), drop, replace=False)).reset_index(drop=True)
+    df.insert(0, "id_code", df["experiment"] + "_" + df["plate"].astype(str) + "_" + df["well"])
+    return df

@@ -11,6 +11,7 @@ stage ends with per-sample logs of both splits under LOGDIR/training_logs/.
 """
 import json
 import logging
+import os
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -46,6 +47,7 @@ STAGE_DONE = "STAGE_DONE.json"
 STAGE_BEST = "checkpoints/model.best.pth"  # written by checkpoint.EpochCheckpointCallback
 STAGE_LAST = "checkpoints/model.last.pth"
 STAGE_RESUME = f"checkpoints/{RESUME}"
+FORBID_TRAINING = "CELLPIPE_FORBID_TRAINING"  # set by the test suite around tests not marked slow
 
 
 class CellRunner(dl.Runner):
@@ -198,6 +200,9 @@ def write_sample_logs(model, prepared: Prepared, cfg, run_dir: Path, stage: str)
 
 
 def run_stage(cfg, name, model, loaders, logdir: Path, engine, criteria, labels) -> dict:
+    if os.environ.get(FORBID_TRAINING):
+        raise RuntimeError(f"training is switched off here ({FORBID_TRAINING} is set: the unit tests train nothing; "
+                           f"mark a test that must train as slow)")
     st = cfglib.stage_settings(cfg, name)
     sp = cfg["state_params"]
     model.freeze_backbone(bool(st.get("freeze_backbone")))

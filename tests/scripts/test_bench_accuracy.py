@@ -1,0 +1,42 @@
+"""bench/bench_accuracy.py end to end on a tiny configuration: its rows run the real commands."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def test_ablation_table_from_the_real_commands(tmp_path):
+    cfg = {"data": {"n_sirnas": 8, "n_controls": 2, "image_size": 32, "cell_types": 1, "train_experiments_per_type": 3,
+                    "test_experiments_per_type": 1, "seed": 0},
+           "folds": [0], "channels": "[1,2,3,4,5,6]", "overlay": "configs/demo.yml",
+           "train": ["--model_params/num_classes=8", "--data_params/source_params/control_offset=8",
+                     "--stages/finetune/num_epochs=1", "--data_params/image_size=32"],
+           "rows": {"baseline": {}, "adabn": {"predict": ["--adabn", "plate"]},
+                    "rounds": {"pseudo_rounds": {"rounds": 1, "top_step": 2, "unit": "plate"}}}}
+    config = tmp_path / "acc.yml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "bench/bench_accuracy.py", "--config", str(config), "--out_dir", str(out)]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    table = pd.read_csv(out / "ablation.csv")
+    assert table["row"].tolist() == ["baseline", "adabn", "rounds"]
+    # the pseudo round trained on the 2 most confident test plates, labelled by the Part II ensemble
+    chosen = pd.read_csv(out / "rounds" / "csv" / "pseudo_r1" / "pseudo_experiments.csv")
+    assert chosen["chosen"].sum() == 2 and chosen["unit"].str.contains("/Plate").all()
+    for col in ("oof_argmax", "oof_assigned", "test_argmax", "test_assigned"):
+        assert table[col].between(0, 1).all(), col
+    assert table.loc[0, "oof_gain"] == 0.0
+    meta = (out / "adabn" / "predictions").rglob("meta.json")
+    assert all('"adabn": "plate"' in m.read_text() for m in meta)
+    # a finished row is reused, an unknown row is one clear line
+    again = subprocess.run(cmd + ["--rows", "baseline"], cwd=REPO, capture_output=True, text=True)
+    assert again.returncode == 0 and "baseline" in again.stdout
+    bad = subprocess.run(cmd + ["--rows", "mixupp"], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode != 0 and "unknown row(s) ['mixupp']" in bad.stderr

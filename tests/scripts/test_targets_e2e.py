@@ -1,0 +1,73 @@
+"""Multi-label (HPA layout, seed 004) and hierarchy (moths, seed 001) end to end through bin/demo_classify.sh:
+generate, dedup / folds, three runs, predict-all, ensemble."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def demo(kind, tmp_path):
+    env = {**os.environ, "KIND": kind, "DEMO_DIR": str(tmp_path), "PYTHON": sys.executable, "EPOCHS": "5"}
+    r = subprocess.run(["bash", "bin/demo_classify.sh"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return tmp_path / kind
+
+
+def test_hpa_multilabel_end_to_end(tmp_path):
+    out = demo("hpa", tmp_path)
+    dups = pd.read_csv(out / "csv" / "duplicates.csv", dtype=str).set_index("id")["dup_group"]
+    for k in range(3):  # a near-duplicate never sits on both sides of a fold
+        tr, va = (pd.read_csv(out / "csv" / f"{s}_{k}.csv", dtype=str) for s in ("train", "valid"))
+        assert not set(dups[tr["id"]]) & set(dups[va["id"]])
+    run = out / "logs" / "hpa" / "[all]" / "fold_0" / "test_resnet"
+    history = pd.read_csv(run / "history.csv")
+    assert history["stage"].tolist() == ["warmup"] + ["finetune"] * 5 and "valid_macro_f1" in history.columns
+    log = pd.read_csv(run / "training_logs" / "finetune_valid.csv")
+    assert {"id", "pred", "truth", "loss"} <= set(log.columns) and log["loss"].notna().all()
+    assert (run / "per_class_f1.png").is_file() and (run / "checkpoints" / "thresholds.json").is_file()
+    pred = out / "predictions" / "[all]" / "fold_0" / "test_resnet"
+    assert json.loads((pred / "meta.json").read_text())["tta"] == "five_crop"  # the run's predict_params
+    for name in ("submission.csv", "submission_optimal_threshold.csv"):
+        for folder in (pred, out / "ensemble"):
+            sub = pd.read_csv(folder / name, dtype=str)
+            assert list(sub.columns) == ["Id", "Predicted"] and sub["Predicted"].notna().all()
+            assert {int(t) for cell in sub["Predicted"] for t in cell.split()} <= set(range(8))
+    scores = json.loads((out / "ensemble" / "oof_scores.json").read_text())
+    truth = pd.read_csv(out / "data" / "test_truth.csv", dtype=str)
+    y = np.array([[str(k) in cell.split() for k in range(8)] for cell in truth["label"]])
+    all_positive = float(np.mean(2 * y.mean(0) / (1 + y.mean(0))))  # macro F1 of predicting every class
+    print(f"hpa: test macro F1 {scores['test_macro_f1']:.3f}, with OOF thresholds "
+          f"{scores['test_macro_f1_oof_thresholds']:.3f}; all-positive baseline {all_positive:.3f}")
+    assert scores["test_macro_f1_oof_thresholds"] > all_positive + 0.15
+
+
+def test_moths_hierarchy_end_to_end(tmp_path):
+    out = demo("moths", tmp_path)
+    run = out / "logs" / "folder" / "[all]" / "fold_0" / "test_resnet"
+    labels = json.loads((run / "checkpoints" / "labels.json").read_text())
+    assert labels["kind"] == "hierarchy" and labels["levels"] == ["species", "genus", "group", "family"]
+    # the rare species (min_samples) and the one family.csv lacks are Other at every level
+    assert labels["aliases"] == {"Mythimna albipuncta": "Other", "Noctua fimbriata": "Other"}
+    assert labels["parents"]["Other"] == ["Other"] * 3
+    for level in ("", "_genus", "_group", "_family"):
+        assert (run / f"confusion_matrix{level}.png").is_file()
+        assert (run / f"per_class{level}.csv").is_file()
+    preds = pd.read_csv(run / "valid_predictions.csv", dtype=str)
+    parents = {k: v for k, v in labels["parents"].items()}
+    assert all(parents[s] == [g, gr, f] for s, g, gr, f in
+               preds[["pred", "pred_genus", "pred_group", "pred_family"]].itertuples(index=False))
+    assert preds.loc[preds["id"].str.startswith("Mythimna"), "truth_family"].eq("Other").all()
+    scores = json.loads((out / "ensemble" / "oof_scores.json").read_text())
+    done = json.loads((run / "DONE.json").read_text())
+    print(f"moths: OOF species accuracy {scores['oof_accuracy_species']:.3f}, family "
+          f"{scores['oof_accuracy_family']:.3f}; majority baseline {done['baseline_accuracy_species_majority']:.3f}")
+    assert scores["n_oof"] == len(pd.concat(pd.read_csv(out / "csv" / f"valid_{k}.csv") for k in range(3)))
+    assert scores["oof_accuracy_species"] > done["baseline_accuracy_species_majority"] + 0.3

@@ -33,11 +33,11 @@ demo: install  ## run the pipeline on generated demo data (DEMO_DIR=demo_out)
 demo-manifest demo-folder demo-phenix demo-rxrx1_2020 demo-hpa demo-moths: install  ## one adapter's demo: generate, train, predict (demo_out/<kind>)
 	PYTHON=$(PY) DEMO_DIR=$(DEMO_DIR) KIND=$(@:demo-%=%) bash bin/demo_classify.sh
 
-test: lint  ## static checks, then the test suite (unit + end-to-end on tiny data)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+test: lint  ## static checks, then the test suite (unit + end-to-end on tiny data); prints the 15 slowest
+	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
-test-fast: install  ## unit tests only (skip the end-to-end script runs)
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+test-fast: install  ## the tests that train nothing (not marked slow), in about a minute and a half
+	$(PY) -m pytest -q -m "not slow" --durations=15 $(PYTEST_ARGS)
 
 lint: install  ## static checks: ruff (pyflakes, bugbear, import order), shellcheck, hadolint
 	$(VENV)/bin/ruff check src tests bench

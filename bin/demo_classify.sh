@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # make demo-<kind>: generate a small data set in an adapter's own format, train, predict, report.
-# hpa (multi-label) and moths (hierarchy) train three folds and ensemble them out-of-fold.
+# hpa (multi-label) and moths (hierarchy) train N_FOLDS folds (default 3) and ensemble them out-of-fold.
 set -euo pipefail
 KIND=${KIND:-manifest}
 DEMO_DIR=${DEMO_DIR:-demo_out}/$KIND
 PYTHON=${PYTHON:-python}
+N_FOLDS=${N_FOLDS:-3}
 data="$DEMO_DIR/data"
 [ -d "$data" ] || "$PYTHON" src/make_demo_data.py --out_dir "$data" --kind "$KIND"
 csv="" folds=0 source=$KIND root=$data data_config=configs/data/$KIND.yml extra=() truth=()
@@ -14,16 +15,16 @@ case "$KIND" in
         [ -f "$csv/folds.json" ] || "$PYTHON" src/make_folds.py "$data" --out_dir "$csv" --n_folds 3 --source "$KIND"
         ;;
     hpa)  # near-duplicates first, then iterative stratification keeping each duplicate group in one fold
-        csv="$DEMO_DIR/csv" folds="0 1 2" truth=(--truth "$data/test_truth.csv")
+        csv="$DEMO_DIR/csv" folds=$(seq -s " " 0 $((N_FOLDS - 1))) truth=(--truth "$data/test_truth.csv")
         extra=("--data_params/source_params={classes: 8}" --data_params/image_size=64)
         [ -f "$csv/duplicates.csv" ] || "$PYTHON" src/dedup.py "$data" --source hpa --out "$csv/duplicates.csv"
-        [ -f "$csv/folds.json" ] || "$PYTHON" src/make_folds.py "$data" --out_dir "$csv" --n_folds 3 --source hpa \
+        [ -f "$csv/folds.json" ] || "$PYTHON" src/make_folds.py "$data" --out_dir "$csv" --n_folds "$N_FOLDS" --source hpa \
             --target multilabel --duplicates "$csv/duplicates.csv" --grouped false
         ;;
     moths)  # seed 001: one image folder, cross-validated
-        csv="$DEMO_DIR/csv" folds="0 1 2" source=folder root="$data/image_folder"
+        csv="$DEMO_DIR/csv" folds=$(seq -s " " 0 $((N_FOLDS - 1))) source=folder root="$data/image_folder"
         extra=(--data_params/image_size=48)
-        [ -f "$csv/folds.json" ] || "$PYTHON" src/make_folds.py "$root" --out_dir "$csv" --n_folds 3 --source folder \
+        [ -f "$csv/folds.json" ] || "$PYTHON" src/make_folds.py "$root" --out_dir "$csv" --n_folds "$N_FOLDS" --source folder \
             --grouped false
         ;;
 esac

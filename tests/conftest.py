@@ -35,7 +35,7 @@ def demo_root(tmp_path_factory):
     return root
 
 
-# ------------------------------------------------------------- trained runs
+# ------------------------------------------------------------- run folders
 REPO = Path(__file__).resolve().parents[1]
 TRAINED_CHANNELS = "[1,2,3,4,5]"
 TRAINED_MODEL = "test_resnet"
@@ -88,7 +88,9 @@ def untrained_run(argv, seed: int = 0) -> Path:
 
 @pytest.fixture(scope="session")
 def untrained_runs(demo_root, tmp_path_factory):
-    """trained_runs' layout and settings with untrained models (untrained_run): no training."""
+    """Two finished runs (folds 0 and 1, channels [1,2,3,4,5], test_resnet) of the demo set with untrained
+    models (untrained_run): {log_dir}/non_pseudo/[1,2,3,4,5]/fold_{0,1}/test_resnet/. Returns data_root,
+    csv_dir (3 fold CSVs, seed 0), log_dir, model_root, model_name, channels, folds."""
     tmp = tmp_path_factory.mktemp("untrained")
     csv_dir, log_dir = tmp / "csv", tmp / "logs"
     make_folds.main(str(demo_root), out_dir=str(csv_dir), n_folds=3, seed=0)
@@ -96,39 +98,6 @@ def untrained_runs(demo_root, tmp_path_factory):
     for fold in TRAINED_FOLDS:
         untrained_run(tiny_train_args(demo_root, csv_dir, fold, model_root / TRAINED_CHANNELS / f"fold_{fold}"
                                       / TRAINED_MODEL), seed=fold)
-    return {"data_root": demo_root, "csv_dir": csv_dir, "log_dir": log_dir, "model_root": model_root,
-            "model_name": TRAINED_MODEL, "channels": TRAINED_CHANNELS, "folds": TRAINED_FOLDS}
-
-
-@pytest.fixture(scope="session")
-def trained_runs(demo_root, tmp_path_factory):
-    """Two finished runs (folds 0 and 1, channels [1,2,3,4,5], test_resnet) of the demo set, built once.
-
-    Layout: {log_dir}/non_pseudo/[1,2,3,4,5]/fold_{0,1}/test_resnet/{DONE.json,config.yml,checkpoints/best.pth}.
-    Returns a dict with data_root, csv_dir (3 fold CSVs, seed 0), log_dir, model_root, model_name, channels, folds.
-    """
-    import logging
-
-    import make_folds
-    import train
-
-    tmp = tmp_path_factory.mktemp("trained")
-    csv_dir, log_dir = tmp / "csv", tmp / "logs"
-    make_folds.main(str(demo_root), out_dir=str(csv_dir), n_folds=3, seed=0)
-    model_root = log_dir / "non_pseudo"
-    root_logger = logging.getLogger()
-    saved = (root_logger.level, list(root_logger.handlers))
-    try:
-        for fold in TRAINED_FOLDS:
-            run = model_root / TRAINED_CHANNELS / f"fold_{fold}" / TRAINED_MODEL
-            rc = train.main(tiny_train_args(demo_root, csv_dir, fold, run))
-            assert rc == 0 and (run / "DONE.json").is_file(), f"training fold {fold} failed"
-    finally:  # train.setup_logging replaced the root handlers (and opened train.log files)
-        for h in root_logger.handlers:
-            if h not in saved[1]:
-                h.close()
-        root_logger.handlers[:] = saved[1]
-        root_logger.setLevel(saved[0])
     return {"data_root": demo_root, "csv_dir": csv_dir, "log_dir": log_dir, "model_root": model_root,
             "model_name": TRAINED_MODEL, "channels": TRAINED_CHANNELS, "folds": TRAINED_FOLDS}
 

@@ -2,15 +2,20 @@
 
 Layers, each importing only the ones below it:
 
+    engine                    a grid of commands on local processes or Slurm (submitit)
     prep, reports, demo       data preparation tools, pictures and tables, generated data sets
     postprocess, rxrx         prediction-tree collection, blending, submissions; RxRx1 plates
-    inference                 predict a finished run (sites, TTA views)
-    training                  Catalyst runner, stages, losses, metrics, optimizers
-    models                    backbones, n-channel stems, heads, checkpoint loading
-    data                      Dataset, normalisation, transforms, statistics, folds, label maps
+    inference                 predict a finished run (sites, TTA views, AdaBN)
+    training                  Catalyst runner, stages, callbacks, optimizers, start-up checks
+    models                    backbone families (models/families/, one file each), stems, heads, checkpoints
+    data                      Dataset, normalisation, transforms, TTA views, statistics, folds
+    tasks                     target kinds (one file each): labels, activation, losses, metrics, reports
     sources                   input adapters: files -> sample table + image loading
     core                      errors, registry, config, atomic writes, layout names, readers
 
-Importing the package applies the torchvision-on-CPU shim first (core.compat).
+Importing the package arms the torchvision-on-CPU shim (core.compat), which patches torch just
+before the first ``import torchvision``; the package itself imports no torch.
 """
-from cellpipe.core import compat  # noqa: F401  (before anything imports torchvision)
+from cellpipe.core import compat
+
+compat.install()

@@ -26,6 +26,8 @@ def test_timm_model_with_five_channels_runs():
 
 
 def test_patch_is_idempotent():
+    import torchvision  # noqa: F401  (the import hook has patched torch by now, when it had to)
+
     library = compat._LIBRARY
     first = compat.patch_torchvision()
     second = compat.patch_torchvision()
@@ -63,3 +65,9 @@ def test_subprocess_import_with_and_without_shim():
     shimmed = _run("import cellpipe, torchvision; print(torchvision.__version__)")
     assert shimmed.returncode == 0, shimmed.stderr
     assert shimmed.stdout.strip()
+
+
+def test_importing_the_package_loads_no_torch():
+    """The shim waits for torchvision: commands that never build a model start without torch."""
+    light = _run("import sys, cellpipe, cellpipe.engine.grid, cellpipe.core.config; print('torch' in sys.modules)")
+    assert light.returncode == 0 and light.stdout.strip() == "False", light.stderr

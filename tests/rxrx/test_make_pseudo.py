@@ -1,8 +1,5 @@
 """Pseudo-label fold CSVs from a real (tiny) predict-all + ensemble, and a Part III run on them."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -116,32 +113,6 @@ def test_pseudo_csvs_load_through_dataset_tables(ens, pseudo_all, tmp_path):
     i = int((ds.table["dataset"] == "test").to_numpy().argmax())
     item = ds[i]
     assert item["features"].shape == (5, 32, 32) and item["targets"] == int(ds.table.loc[i, "label"])
-
-
-@pytest.mark.slow
-def test_train_pseudo_script_trains_one_run(ens, pseudo_all, tmp_path):
-    log_dir = tmp_path / "logs"
-    env = {**os.environ, "PYTHON": sys.executable, "LOG_DIR": str(log_dir),
-           "PSEUDO_CSV_DIR": str(pseudo_all["out"]), "DATA_DIR": str(ens["data_root"]),
-           "MODEL": "timm", "MODEL_NAME": "test_resnet", "CHANNELS": "[1,2,3,4,5]", "FOLDS": "0",
-           "PRETRAINED_CONTROL": "", "OVERLAY": "configs/demo.yml"}
-    res = subprocess.run(["bash", "bin/train_pseudo.sh", "--model_params/num_classes=16",
-                          "--data_params/image_size=32", "--stages/warmup/num_epochs=1",
-                          "--stages/finetune/num_epochs=1"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    run = log_dir / "pseudo" / "[1,2,3,4,5]" / "fold_0" / "test_resnet"
-    done = json.loads((run / "DONE.json").read_text())
-    assert done["num_classes"] == 16 and done["channels"] == [1, 2, 3, 4, 5]
-    assert 0.0 <= done["valid"]["accuracy01"] <= 1.0
-    assert (run / "checkpoints" / "best.pth").is_file()
-    import yaml
-
-    cfg = yaml.safe_load((run / "config.yml").read_text())
-    assert cfg["data_params"]["source_params"]["dataset"] == "pseudo"
-    assert cfg["data_params"]["train_csv"] == f"{pseudo_all['out']}/train_0.csv"
-    assert cfg["model_params"]["weight"] is None
-    assert "train samples: %d" % len(pd.read_csv(pseudo_all["out"] / "train_0.csv")) in (run / "train.log").read_text()
 
 
 def test_plate_units_rank_plates_by_confidence():

@@ -63,5 +63,6 @@ def test_adapter_trains_and_predicts_above_chance(kind, tmp_path):
     labelled = pred[pred["truth"].notna()]
     assert len(labelled) > 0
     accuracy = float((labelled["pred"] == labelled["truth"]).mean())
-    print(f"{kind}: test top-1 {accuracy:.3f} on {len(labelled)} samples (chance 0.25)")
-    assert accuracy > 0.4  # 4 classes: clearly above chance
+    majority = float(labelled["truth"].value_counts(normalize=True).iloc[0])  # always the commonest class
+    print(f"{kind}: test top-1 {accuracy:.3f} on {len(labelled)} samples (majority baseline {majority:.3f})")
+    assert accuracy > majority + 0.2

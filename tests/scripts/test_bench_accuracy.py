@@ -17,8 +17,8 @@ def test_ablation_table_from_the_real_commands(tmp_path):
            "folds": [0], "channels": "[1,2,3,4,5,6]", "overlay": "configs/demo.yml",
            "train": ["--model_params/num_classes=8", "--data_params/source_params/control_offset=8",
                      "--stages/finetune/num_epochs=1", "--data_params/image_size=32"],
-           "rows": {"baseline": {}, "adabn": {"predict": ["--adabn", "plate"]},
-                    "rounds": {"pseudo_rounds": {"rounds": 1, "top_step": 2, "unit": "plate"}}}}
+           "rows": {"rounds": {"predict": ["--adabn", "plate"],
+                               "pseudo_rounds": {"rounds": 1, "top_step": 2, "unit": "plate"}}}}
     config = tmp_path / "acc.yml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     out = tmp_path / "out"
@@ -26,17 +26,19 @@ def test_ablation_table_from_the_real_commands(tmp_path):
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     table = pd.read_csv(out / "ablation.csv")
-    assert table["row"].tolist() == ["baseline", "adabn", "rounds"]
+    assert table["row"].tolist() == ["rounds"]
     # the pseudo round trained on the 2 most confident test plates, labelled by the Part II ensemble
     chosen = pd.read_csv(out / "rounds" / "csv" / "pseudo_r1" / "pseudo_experiments.csv")
     assert chosen["chosen"].sum() == 2 and chosen["unit"].str.contains("/Plate").all()
+    # the bench's machinery, not its scores: 8 wells per fold cannot measure accuracy (the seed flow's
+    # test and `make bench-accuracy` do); the scores are fractions of those wells
     for col in ("oof_argmax", "oof_assigned", "test_argmax", "test_assigned"):
         assert table[col].between(0, 1).all(), col
-    assert table.loc[0, "oof_gain"] == 0.0
-    meta = (out / "adabn" / "predictions").rglob("meta.json")
+    assert "oof_gain" not in table  # gains are against a baseline row, and this table has none
+    meta = (out / "rounds" / "predictions").rglob("meta.json")
     assert all('"adabn": "plate"' in m.read_text() for m in meta)
     # a finished row is reused, an unknown row is one clear line
-    again = subprocess.run(cmd + ["--rows", "baseline"], cwd=REPO, capture_output=True, text=True)
-    assert again.returncode == 0 and "baseline" in again.stdout
+    again = subprocess.run(cmd + ["--rows", "rounds"], cwd=REPO, capture_output=True, text=True)
+    assert again.returncode == 0 and "rounds" in again.stdout
     bad = subprocess.run(cmd + ["--rows", "mixupp"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode != 0 and "unknown row(s) ['mixupp']" in bad.stderr

@@ -189,3 +189,14 @@ def test_rxrx1_2020_table(tmp_path):
     meta.drop(columns=["sirna_id"]).to_csv(tmp_path / "metadata.csv", index=False)
     with pytest.raises(DataError, match=r"metadata.csv lacks required column\(s\) \['sirna_id'\]"):
         make_source(dp(tmp_path, "rxrx1_2020")).catalog()
+
+
+def test_every_module_of_the_package_registers_one_adapter():
+    import pkgutil
+
+    import cellpipe.sources as sources
+    from cellpipe.sources import source_class, source_names
+
+    modules = {m.name for m in pkgutil.iter_modules(sources.__path__)} - {"base"}
+    assert set(source_names()) == modules
+    assert all(source_class(name).__module__ == f"cellpipe.sources.{name}" for name in modules)

@@ -1,5 +1,7 @@
 """Environment fixes that must run before torchvision (and so timm, smp,
-pretrainedmodels) is imported. Import this module first; it is idempotent.
+pretrainedmodels) is imported. ``install()`` (run when ``cellpipe`` is imported) arms them
+without importing torch: the patch runs when something first imports torchvision, so the
+commands that never touch a model (grid.py, folds, tables) start without torch. Idempotent.
 
 Why: PyPI's torchvision 0.28 wheel is a CUDA build. On a CPU-only torch its
 ``_C.so`` cannot load, and ``import torchvision`` then dies registering fake
@@ -8,8 +10,10 @@ Declaring the two schemas ourselves lets models and transforms import; the
 ops themselves (torchvision.ops, torchvision.io) stay unusable, and nothing
 here needs them (images are read with OpenCV).
 """
+import importlib.abc
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 # No hub is reachable: fail at once instead of retrying for a minute.
@@ -43,8 +47,6 @@ def torchvision_ops_loadable() -> bool:
 def patch_torchvision() -> bool:
     """Declare the missing op schemas when needed. Returns True if patched."""
     global _LIBRARY
-    import sys
-
     import torch
 
     if _LIBRARY is not None or "torchvision" in sys.modules:
@@ -57,4 +59,18 @@ def patch_torchvision() -> bool:
     return True
 
 
-patch_torchvision()
+class _PatchFirst(importlib.abc.MetaPathFinder):
+    """Runs patch_torchvision() just before the first ``import torchvision``, then steps aside."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torchvision":
+            sys.meta_path.remove(self)
+            patch_torchvision()
+        return None  # the usual finders load the module
+
+
+def install() -> None:
+    if "torchvision" in sys.modules:
+        patch_torchvision()
+    elif not any(isinstance(f, _PatchFirst) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PatchFirst())

@@ -1,8 +1,11 @@
 """Input adapters by name (``data_params/source``): rxrx1, rxrx1_2020, manifest, folder, phenix, hpa.
 
-Each module registers one Source subclass; ``make_source(data_params)`` builds the
-configured one. A new layout is one module here plus a YAML overlay.
+Each module registers one Source subclass (every module of the package is imported on first use);
+``make_source(data_params)`` builds the configured one. A new layout is one module here plus a YAML overlay.
 """
+import importlib
+import pkgutil
+
 from cellpipe.core.registry import Registry
 
 SOURCES = Registry("source")
@@ -20,8 +23,11 @@ def make_source(data_params: dict):
 
 
 def _load_adapters() -> None:
-    # importing registers them; kept lazy so `import cellpipe.sources` stays light
-    from cellpipe.sources import folder, hpa, manifest, phenix, rxrx1, rxrx1_2020  # noqa: F401
+    # every module of the package registers its adapter on import (a new layout is one new file);
+    # kept lazy so that `import cellpipe.sources` stays light
+    for info in pkgutil.iter_modules(__path__):
+        if info.name != "base":
+            importlib.import_module(f"{__name__}.{info.name}")
 
 
 def source_names():

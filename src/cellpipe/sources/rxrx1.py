@@ -162,7 +162,7 @@ class Rxrx1Source(RxrxPlates):
                  pixel_stats: Optional[str] = None):
         super().__init__(root, rescale)
         TABLES.check(dataset, "data_params/source_params/dataset")
-        self.table_kind, self.control_offset = dataset, int(control_offset)
+        self.dataset, self.control_offset = dataset, int(control_offset)
         self.controls_as_classes, self.pixel_stats = bool(controls_as_classes), pixel_stats
 
     @property
@@ -186,7 +186,7 @@ class Rxrx1Source(RxrxPlates):
             return unlabelled_table(csv or self.root / "test.csv").assign(split="test")
         if csv is None:
             raise DataError(f"rxrx1 needs data_params/{name}_csv (a fold CSV; see src/make_folds.py)")
-        table = TABLES.build(self.table_kind, csv=csv, control_offset=self.control_offset).assign(split=name)
+        table = TABLES.build(self.dataset, csv=csv, control_offset=self.control_offset).assign(split=name)
         if name == "train" and self.controls_as_classes:
             table = pd.concat([table, self.control_classes()], ignore_index=True)
         return table
@@ -221,7 +221,7 @@ class Rxrx1Source(RxrxPlates):
     def auto_classes(self) -> int:
         """num_classes: auto: the 31 controls (Part I), the treatments below control_offset (Part II/III),
         plus the controls' ids above it with controls_as_classes."""
-        if self.table_kind == "control":
+        if self.dataset == "control":
             return N_CONTROLS
         if self.controls_as_classes:
             return int(self.control_classes()["label"].astype(int).max()) + 1

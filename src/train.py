@@ -22,9 +22,6 @@ from pathlib import Path
 from cellpipe.core import cli, layout
 from cellpipe.core import config as cfglib
 from cellpipe.core.runlock import check_writable
-from cellpipe.training import distributed
-from cellpipe.training.checks import check_names
-from cellpipe.training.runner import train
 
 log = logging.getLogger("train")
 
@@ -32,6 +29,8 @@ log = logging.getLogger("train")
 def setup_logging(logdir) -> None:
     """Log to stderr and to train.log next to the checkpoints (a folder that cannot be written is
     one error line, before anything else); in a distributed run only rank 0 logs below warnings."""
+    from cellpipe.training import distributed
+
     try:
         check_writable(logdir)
     except cli.USER_ERRORS as e:
@@ -56,6 +55,11 @@ def main(argv=None) -> int:
     args, overrides = parse_args(argv)
     try:
         cfg = cfglib.load_config(args.config, [o for o in args.overlay if o], overrides)
+        # the training stack (torch, timm, catalyst) loads only for a config that parsed: a typo fails at once
+        from cellpipe.training import distributed
+        from cellpipe.training.checks import check_names
+        from cellpipe.training.runner import train
+
         check_names(cfg)
     except cli.USER_ERRORS as e:
         print(f"config error: {e}", file=sys.stderr)

@@ -344,24 +344,22 @@ def intercept_argparse():
     orig_known, orig_args = argparse.ArgumentParser.parse_known_args, argparse.ArgumentParser.parse_args
     depth = [0]
 
-    def parse_known_args(self, args=None, namespace=None):
-        depth[0] += 1
-        try:
-            result = orig_known(self, args, namespace)
-        finally:
-            depth[0] -= 1
-        if depth[0] == 0:
-            raise _Parsed(result)
-        return result
+    def stopping(orig, always: bool):
+        # parse_args calls parse_known_args: only the outermost call stops, parse_args always does
+        def parse(self, args=None, namespace=None):
+            depth[0] += 1
+            try:
+                result = orig(self, args, namespace)
+            finally:
+                depth[0] -= 1
+            if always:
+                raise _Parsed((result, []))
+            if depth[0] == 0:
+                raise _Parsed(result)
+            return result
+        return parse
 
-    def parse_args(self, args=None, namespace=None):
-        depth[0] += 1
-        try:
-            result = orig_args(self, args, namespace)
-        finally:
-            depth[0] -= 1
-        raise _Parsed((result, []))
-
+    parse_known_args, parse_args = stopping(orig_known, False), stopping(orig_args, True)
     argparse.ArgumentParser.parse_known_args, argparse.ArgumentParser.parse_args = parse_known_args, parse_args
     try:
         yield

@@ -242,3 +242,26 @@ def test_other_criterion_replaces_its_settings_whole():
     assert out["criterion_params"] == {"criterion": "FocalLoss", "gamma": 2.0}
     with pytest.raises(ConfigError, match="unknown config key 'criterion_params/gamma'"):
         merge(base, {"criterion_params": {"gamma": 2.0}})
+
+
+@pytest.mark.parametrize("key", sorted(config.MOVED))
+def test_a_moved_key_names_its_new_place(key):
+    with pytest.raises(ConfigError, match=f"config key '{key}' in command-line overrides moved to "
+                                          f"'{config.MOVED[key]}'"):
+        load_config(CONFIGS / "config.yml", [], [f"--{key}=1"])
+
+
+def test_old_run_configs_are_upgraded_on_read(tmp_path):
+    old = {"data_params": {"source": "rxrx1", "dataset": "control", "control_offset": 1108, "channels": [1, 2]}}
+    (tmp_path / "config.yml").write_text(yaml.safe_dump(old))
+    dp = config.read_run_config(tmp_path / "config.yml")["data_params"]
+    assert dp["source_params"] == {"dataset": "control", "control_offset": 1108} and "dataset" not in dp
+    # base.yml once gave every source RxRx1's keys: other sources drop them
+    other = {"data_params": {"source": "manifest", "dataset": "non_pseudo", "source_params": {}}}
+    (tmp_path / "config.yml").write_text(yaml.safe_dump(other))
+    assert config.read_run_config(tmp_path / "config.yml")["data_params"] == {"source": "manifest", "source_params": {}}
+
+
+def test_switching_the_source_drops_the_previous_adapters_settings():
+    cfg = load_config(CONFIGS / "config.yml", [CONFIGS / "data" / "rxrx1_2020.yml"])
+    assert cfg["data_params"]["source"] == "rxrx1_2020" and "control_offset" not in cfg["data_params"]["source_params"]

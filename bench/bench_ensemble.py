@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from cellpipe.postprocess.blend import average_logits, softmax  # noqa: E402
+from cellpipe.postprocess.blend import average_logits  # noqa: E402
 from cellpipe.rxrx import plates  # noqa: E402
 from cellpipe.rxrx.ensemble import plate_labels  # noqa: E402
+from cellpipe.tasks.base import softmax  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,5 @@
 """The ``MODELS`` registry of backbone families, filled by importing ``cellpipe.models.families``."""
-import importlib
-import pkgutil
-
-from cellpipe.core.registry import Registry
+from cellpipe.core.registry import Registry, import_modules
 
 MODELS = Registry("model")
 
@@ -13,7 +10,4 @@ def import_families(package: str = FAMILIES) -> None:
     """Import every module of ``package``: each registers its builders with ``@MODELS.register``
     on import, so a new family is one new file and no edit elsewhere. Modules named ``_*`` are
     skipped (room for shared helpers). Importing twice registers nothing twice (modules are cached)."""
-    pkg = importlib.import_module(package)
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{package}.{info.name}")
+    import_modules(package)

@@ -1,4 +1,5 @@
-"""Blend prediction logits: per-run weights, checked loading, weighted averaging, softmax."""
+"""Blend prediction logits: per-run weights, checked loading, weighted averaging (the softmax is
+cellpipe.tasks.base.softmax)."""
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
@@ -69,14 +70,3 @@ def average_logits(arrays: Iterable[np.ndarray], weights: Optional[Sequence[floa
         raise DataError("weights sum to 0")
     total /= np.float32(weight_sum)
     return total
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row softmax of logits / temperature (temperature > 1 flattens, < 1 sharpens)."""
-    if not temperature > 0:
-        raise DataError(f"temperature must be > 0, got {temperature}")
-    z = np.asarray(logits, dtype=np.float32) / np.float32(temperature)
-    z -= z.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
-    return z

@@ -18,10 +18,11 @@ from tqdm import tqdm
 from cellpipe.core import fsutil, layout
 from cellpipe.core.errors import DataError
 from cellpipe.core.tables import read_table
-from cellpipe.postprocess.blend import average_logits, load_logits, run_weights, softmax
+from cellpipe.postprocess.blend import average_logits, load_logits, run_weights
 from cellpipe.postprocess.collect import VALID_FILE, VALID_IDS_FILE, collect
 from cellpipe.postprocess.submission import validate_submission
 from cellpipe.rxrx import plates
+from cellpipe.tasks.base import softmax
 
 log = logging.getLogger(__name__)
 

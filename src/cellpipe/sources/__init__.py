@@ -3,10 +3,7 @@
 Each module registers one Source subclass (every module of the package is imported on first use);
 ``make_source(data_params)`` builds the configured one. A new layout is one module here plus a YAML overlay.
 """
-import importlib
-import pkgutil
-
-from cellpipe.core.registry import Registry
+from cellpipe.core.registry import Registry, import_modules
 
 SOURCES = Registry("source")
 
@@ -25,9 +22,7 @@ def make_source(data_params: dict):
 def _load_adapters() -> None:
     # every module of the package registers its adapter on import (a new layout is one new file);
     # kept lazy so that `import cellpipe.sources` stays light
-    for info in pkgutil.iter_modules(__path__):
-        if info.name != "base":
-            importlib.import_module(f"{__name__}.{info.name}")
+    import_modules(__name__, skip=("base",))
 
 
 def source_names():

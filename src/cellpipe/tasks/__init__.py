@@ -4,22 +4,18 @@ Every module of this package that registers a Task subclass is imported on first
 new kind is one new file (plus its tests). ``labels.json`` records the kind; ``load``/``from_dict``
 give back the task object that decodes a model's outputs.
 """
-import importlib
 import json
-import pkgutil
 from pathlib import Path
 
+from cellpipe.core.config import AUTO
 from cellpipe.core.errors import ConfigError, DataError
-from cellpipe.core.registry import Registry
+from cellpipe.core.registry import Registry, import_modules
 
 TASKS = Registry("target kind")
-_SKIP = {"base"}
 
 
 def _load_kinds() -> None:
-    for info in pkgutil.iter_modules(__path__):
-        if info.name not in _SKIP:
-            importlib.import_module(f"{__name__}.{info.name}")
+    import_modules(__name__, skip=("base",))
 
 
 def kinds():
@@ -65,8 +61,8 @@ def resolve_defaults(cfg: dict) -> dict:
     task = task_class(cfg["data_params"].get("target"))
     for key, default in (("criterion_params", task.default_criterion),
                          ("valid_criterion_params", task.default_valid_criterion)):
-        if (cfg.get(key) or {}).get("criterion") in (None, "auto"):
+        if (cfg.get(key) or {}).get("criterion") in (None, AUTO):
             cfg[key] = dict(default)
-    if cfg["state_params"].get("main_metric") in (None, "auto"):
+    if cfg["state_params"].get("main_metric") in (None, AUTO):
         cfg["state_params"]["main_metric"] = task.default_metric
     return cfg

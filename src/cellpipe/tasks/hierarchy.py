@@ -18,16 +18,7 @@ from torch import nn
 
 from cellpipe.core.errors import ConfigError, DataError
 from cellpipe.core.tables import natural_sort
-from cellpipe.tasks import TASKS
-from cellpipe.tasks.base import (
-    CRITERIA,
-    labelled_rows,
-    listing,
-    per_class_table,
-    rare_aliases,
-    softmax,
-    write_per_class,
-)
+from cellpipe.tasks import TASKS, base
 from cellpipe.tasks.single import SingleLabel, majority_baselines
 
 log = logging.getLogger(__name__)
@@ -51,7 +42,7 @@ class HierarchyCrossEntropy(nn.Module):
         return total
 
 
-@CRITERIA.register("HierarchyCrossEntropy")
+@base.CRITERIA.register("HierarchyCrossEntropy")
 def hierarchy_ce(loss_weights: Optional[Sequence[float]] = None, smoothing: float = 0.0, weight=None, labels=None):
     sizes = getattr(labels, "sizes", None)
     if sizes is None:
@@ -155,14 +146,14 @@ class Hierarchy(SingleLabel):
         hp = data_params["hierarchy"]
         levels = hp.get("levels") or DEFAULT_LEVELS
         other = data_params.get("other_label") or "Other"
-        aliases = {} if fixed is not None else rare_aliases(train, data_params.get("min_samples", 0), other)
+        aliases = {} if fixed is not None else base.rare_aliases(train, data_params.get("min_samples", 0), other)
         table = read_hierarchy(hierarchy_path(data_params), hp.get("key", "speciesName"), levels, hp.get("sep", ";"))
         known = dict(zip(table["label"], table[list(levels)].itertuples(index=False, name=None)))
         raw = set(train["label"].dropna())
         missing = natural_sort(n for n in raw if n not in known and n not in aliases and n != other)
         if missing:
             log.warning("%d class(es) missing from %s go to '%s' at every level: %s", len(missing), hp["file"],
-                        other, listing(missing))
+                        other, base.listing(missing))
         aliases = {**aliases, **{n: other for n in missing}}
         names = {aliases.get(n, n) for n in raw}
         if data_params.get("unseen_labels") == "other":
@@ -204,7 +195,7 @@ class Hierarchy(SingleLabel):
         pass
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        return np.concatenate([softmax(part) for part in self.split(logits)], axis=1)
+        return np.concatenate([base.softmax(part) for part in self.split(logits)], axis=1)
 
     def sample_loss(self, probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """Cross-entropy summed over the levels; NaN where unlabelled."""
@@ -251,7 +242,7 @@ class Hierarchy(SingleLabel):
     # ------------------------------------------------------------ scores and reports
     def epoch_metrics(self, logits, targets) -> dict:
         logits, targets = np.asarray(logits, np.float64), np.asarray(targets)
-        ok = labelled_rows(targets)
+        ok = base.labelled_rows(targets)
         logits, targets = logits[ok], targets[ok]
         if not len(targets):
             return {}
@@ -263,8 +254,7 @@ class Hierarchy(SingleLabel):
         out["consistency"] = float(self.decode(probs)["consistent"].mean())
         return out
 
-    def score(self, probs, targets, thresholds=None) -> dict:
-        return self.epoch_metrics(np.log(np.clip(probs, 1e-12, 1)), targets)
+    score = base.Task.score  # the metrics of the levels, not SingleLabel's argmax accuracy
 
     def baselines(self, targets) -> dict:
         return majority_baselines(np.asarray(targets), [f"accuracy_{lvl}" for lvl in self.levels])
@@ -272,12 +262,12 @@ class Hierarchy(SingleLabel):
     def report(self, logits, targets, logdir, threshold_grid) -> dict:
         """per_class.csv of the finest level and per_class_<level>.csv of each coarser one."""
         probs = self.probabilities(logits)
-        ok = labelled_rows(targets)
+        ok = base.labelled_rows(targets)
         finest = self.joint(probs[ok])
         out = {"n_valid": int(ok.sum())}
         for k, level in enumerate(self.levels):
             pred = self.ancestry[finest, k]
-            write_per_class(per_class_table(targets[ok, k], pred, self.level_classes[k]), logdir,
+            base.write_per_class(base.per_class_table(targets[ok, k], pred, self.level_classes[k]), logdir,
                             None if k == 0 else level)
             out[f"valid_accuracy_{level}"] = float((pred == targets[ok, k]).mean()) if ok.any() else None
         out["valid_top1_final"] = out[f"valid_accuracy_{self.levels[0]}"]

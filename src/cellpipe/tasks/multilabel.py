@@ -270,7 +270,7 @@ class MultiLabel(Task):
         so scored in-sample)."""
         probs = self.probabilities(logits)
         ok = labelled_rows(targets)
-        th = fit_thresholds(probs[ok], targets[ok], threshold_grid or THRESHOLD_GRID)
+        th = self.fit_thresholds(probs, targets, threshold_grid)
         self.save_thresholds(th, Path(logdir) / layout.THRESHOLDS, f"{int(ok.sum())} validation samples")
         truth = targets[ok].astype(int)
         table_05 = per_class_table(truth, self.predicted(probs[ok]).astype(int), self.classes)

@@ -13,7 +13,7 @@ CONTAINER ?= kaggle-cell
 DATA_DIR ?= /data
 OUT_DIR ?= $(CURDIR)/logs
 
-.PHONY: help install demo bench-accuracy bench-resume demo-manifest demo-folder demo-phenix demo-rxrx1_2020 demo-hpa demo-moths test test-fast lint bench clean run exec stop docker-build
+.PHONY: help install demo bench-accuracy bench-accuracy-kinds bench-resume demo-manifest demo-folder demo-phenix demo-rxrx1_2020 demo-hpa demo-moths test test-fast lint bench clean run exec stop docker-build
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ bench-resume: install  ## time lost to a kill mid-stage: resume from the last ep
 
 bench-accuracy: install  ## the tricks' ablation on the hard benchmark (configs/bench/accuracy.yml; ~45 min on 2 cores)
 	$(PY) bench/bench_accuracy.py
+
+bench-accuracy-kinds: install  ## per target kind: the default recipe vs a plain PyTorch CNN (configs/bench/kinds.yml)
+	$(PY) bench/bench_kinds.py
 
 clean:  ## remove demo outputs and caches (keeps .venv)
 	rm -rf $(DEMO_DIR) .pytest_cache

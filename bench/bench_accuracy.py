@@ -11,25 +11,13 @@ generator's test_labels.csv: reported, never used to choose), and wall time. Row
 out-of-fold scores. A finished row is reused (delete its folder to redo it).
 """
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import fire
 import pandas as pd
-import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def sh(args, env=None, log=None):
-    with open(log, "a") if log else open(os.devnull, "w") as out:
-        r = subprocess.run([str(a) for a in args], cwd=REPO, env={**os.environ, **(env or {})}, stdout=out,
-                           stderr=subprocess.STDOUT)
-    if r.returncode:
-        raise SystemExit(f"failed ({r.returncode}): {' '.join(map(str, args))}; see {log}")
+from rows import load_rows, sh
 
 
 def heldout_accuracy(ens_dir: Path, data: Path) -> dict:
@@ -80,12 +68,7 @@ def main(config="configs/bench/accuracy.yml", out_dir="bench_out/accuracy", rows
         rows: comma-separated row names (default: every row of the config).
         python: the interpreter the commands run with.
     """
-    cfg = yaml.safe_load((REPO / config).read_text())
-    names = list(cfg["rows"]) if rows is None else [r.strip() for r in (rows.split(",") if isinstance(rows, str)
-                                                                         else rows)]
-    unknown = [n for n in names if n not in cfg["rows"]]
-    if unknown:
-        raise SystemExit(f"unknown row(s) {unknown}; {config} has {list(cfg['rows'])}")
+    cfg, names = load_rows(config, rows)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data, csv = out / "data", out / "csv"

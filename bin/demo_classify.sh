@@ -37,7 +37,7 @@ if [ "$folds" = 0 ]; then
     echo "run: $run; predictions: $DEMO_DIR/predictions/pred_test.csv; figures: $run/*.png"
 else
     "$PYTHON" src/inference.py predict-all --data_root "$root" --model_root "$DEMO_DIR/logs/$source" \
-        --model_name test_resnet --out_dir "$DEMO_DIR/predictions" --overwrite
+        --model_name '*' --out_dir "$DEMO_DIR/predictions" --overwrite
     "$PYTHON" src/ensemble.py --pred_dirs "$DEMO_DIR/predictions" --out_dir "$DEMO_DIR/ensemble" "${truth[@]}"
     echo "runs: $DEMO_DIR/logs/$source; ensemble: $DEMO_DIR/ensemble (oof_scores.json, predictions.csv)"
 fi

@@ -44,7 +44,8 @@ def setup_logging(logdir) -> None:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="stage YAML, e.g. configs/config.yml")
-    p.add_argument("--logdir", required=True, help="run folder (checkpoints, logs, resolved config)")
+    p.add_argument("--logdir", required=True, help="run folder (checkpoints, logs, resolved config); "
+                   "{model_name} in it is replaced by the config's model_params/model_name")
     p.add_argument("--overlay", action="append", default=[], help="extra YAML merged on top (repeatable)")
     p.add_argument("--force", action="store_true", help="retrain even if the run or a stage finished")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -67,6 +68,8 @@ def main(argv=None) -> int:
     if args.print_config:
         print(cfglib.dump(cfg))
         return 0
+    # the run tree's model folder, named by the resolved config (bin/train_classify.sh without MODEL_NAME)
+    args.logdir = args.logdir.replace("{model_name}", str(cfg["model_params"]["model_name"]))
     processes = cfg["engine_params"].get("processes", 1)
     if processes > 1 and distributed.world_size() == 1:  # start the processes, each runs this script
         return distributed.relaunch(processes, [__file__, *(argv if argv is not None else sys.argv[1:])])

@@ -130,3 +130,20 @@ def make_wells(rng, groups, n_experiments, prefix="EXP", drop=0):
         df = df.drop(rng.choice(len(df), drop, replace=False)).reset_index(drop=True)
     df.insert(0, "id_code", df["experiment"] + "_" + df["plate"].astype(str) + "_" + df["well"])
     return df
+
+
+def run_bench(script: str, cfg: dict, tmp_path: Path):
+    """Run ``bench/<script>`` as a user would, on a config written from ``cfg``; it must succeed.
+    Returns its command line (to rerun it with more flags) and its output folder."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = tmp_path / f"{Path(script).stem}.yml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    out = tmp_path / "out"
+    cmd = [sys.executable, f"bench/{script}", "--config", str(config), "--out_dir", str(out)]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return cmd, out

@@ -495,3 +495,53 @@ def test_resize_of_more_than_four_channels_at_any_scale():
     out = resize(img, 24)  # OpenCV's area resize alone fails above 4 channels at non-integer scales
     assert out.shape == (24, 24, 6)
     assert np.allclose(out[..., 5], resize(img[..., 5:6], 24)[..., 0])  # each channel on its own
+
+
+def test_memory_cache_reads_each_file_once_and_feeds_the_same_images(tmp_path, demo_root, demo_csv, monkeypatch):
+    from cellpipe.data import build
+    from cellpipe.sources.rxrx1 import Rxrx1Source
+
+    dp = {"source": "rxrx1", "root": str(demo_root), "source_params": {"control_offset": 16}, "channels": [1, 2, 3],
+          "train_sites": [1, 2], "valid_sites": [1, 2], "image_size": 24, "normalization": "none",
+          "valid_csv": str(demo_csv / "valid_0.csv")}
+    plain = make_dataset(dp, "valid")
+    expected = {i: plain[i]["features"].numpy() for i in (0, len(plain) - 1)}
+    monkeypatch.setattr(build, "_PACKED", {})  # a fresh cache, not another test's
+    reads = []
+    load = Rxrx1Source.load_planes
+    monkeypatch.setattr(Rxrx1Source, "load_planes", lambda self, *a: reads.append(a[1:]) or load(self, *a))
+    cached = make_dataset({**dp, "cache": "memory"}, "valid")
+    for _ in range(2):  # the second pass decodes nothing
+        for i, x in expected.items():
+            assert np.array_equal(x, cached[i]["features"].numpy())
+    assert len(reads) == 4  # 2 samples x 2 sites, once each
+
+
+def test_channel_dropout_that_can_remove_the_signal_warns():
+    from cellpipe.data.transforms import channel_dropout_warnings
+
+    drop = [{"transform": "HorizontalFlip", "p": 0.5},
+            {"transform": "ChannelDropout", "channel_drop_range": [1, 1], "fill": 0.0, "p": 0.2}]
+    assert channel_dropout_warnings(drop, [1, 2, 3, 4, 5, 6]) == []  # six redundant stains: fine
+    assert channel_dropout_warnings(drop, [1, 3, 4], label_channels=[2]) == []  # the label stain is not used
+    (w,) = channel_dropout_warnings(drop, [1, 2, 3, 4], label_channels=[2], names={2: "green"})
+    assert "augmentations/train[1] ChannelDropout" in w and "channel 2 (green)" in w and "20%" in w
+    (w,) = channel_dropout_warnings([{"transform": "ChannelDropout", "channel_drop_range": [1, 2]}], [1, 2])
+    assert "can drop all 2 channel(s)" in w
+    assert channel_dropout_warnings(drop[:1], [1], label_channels=[1]) == []
+
+
+def test_hpa_declares_its_protein_stain_and_the_run_warns_at_start_up(tmp_path):
+    from cellpipe.data.build import augmentation_warnings
+    from cellpipe.demo.hpa import write_hpa
+    from cellpipe.sources import make_source
+
+    root = write_hpa(tmp_path / "hpa", n_train=4, n_test=2, size=16, duplicates=0)
+    drop = {"train": [{"transform": "ChannelDropout", "channel_drop_range": [1, 1], "p": 0.2}]}
+    reordered = make_source({"source": "hpa", "root": str(root),
+                             "source_params": {"stains": ["blue", "yellow", "green", "red"]}})
+    assert reordered.label_channels() == [3]
+    (w,) = augmentation_warnings({"augmentations": drop, "channels": [1, 2, 3, 4]}, reordered)
+    assert "channel 3 (green)" in w
+    assert augmentation_warnings({"augmentations": drop, "channels": [1, 2, 4]}, reordered) == []
+    assert make_source({"source": "manifest", "root": str(tmp_path)}).label_channels() == []

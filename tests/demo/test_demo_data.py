@@ -153,3 +153,23 @@ def test_signal_pulls_classes_together_and_preset_keeps_explicit_flags(tmp_path)
         make_demo_data.main(out_dir=str(tmp_path / "x"), **{**TINY, "well_noise": -1})
     with pytest.raises(rxrx.DataError, match="unknown preset 'medium'"):
         make_demo_data.main(out_dir=str(tmp_path / "x"), **{**TINY, "preset": "medium"})
+
+
+def test_hard_presets_of_the_other_kinds(tmp_path):
+    """--preset hard writes the per-kind benchmark's sets: 10 HPA classes with distractors, moths with
+    three species per genus in split folders; an unknown preset names the kind's known ones."""
+    import pandas as pd
+
+    from cellpipe.demo import generic, hpa, moths
+
+    small = {"n_train": 30, "n_test": 10, "size": 32}
+    hpa.write_hpa(tmp_path / "hpa", **{**hpa.PRESETS["hard"], **small})
+    ids = {c for t in pd.read_csv(tmp_path / "hpa" / "train.csv")["Target"] for c in str(t).split()}
+    assert ids <= {str(k) for k in range(10)} and len(ids) > 5
+    moths.write_moths(tmp_path / "moths", **{**moths.PRESETS["hard"], "per_species": 5, "rare": 2, "size": 24})
+    for split in ("training", "validation", "test"):
+        assert len(list((tmp_path / "moths" / split).iterdir())) >= 12
+    assert len(list((tmp_path / "moths" / "training").glob("* alpha"))) == 4
+    assert set(generic.presets("manifest")) == {"hard"} and generic.presets("phenix") == {}
+    with pytest.raises(rxrx.DataError, match="unknown preset 'hard' for --kind phenix; known: none"):
+        make_demo_data.main(out_dir=str(tmp_path / "x"), kind="phenix", preset="hard")

@@ -21,6 +21,7 @@ SMALL = {
     "cell_densenet": "densenet121",
     "timm": "test_resnet",
     "smp": "resnet18",
+    "compact": "cnn3_w8",
 }
 SIZES = (32, 48)
 BATCH = 2
@@ -198,7 +199,7 @@ def test_create_from_model_params():
 
 
 def test_unknown_model_lists_known():
-    with pytest.raises(KeyError, match="unknown model 'resnet'.*cell_densenet, cell_senet, smp, timm"):
+    with pytest.raises(KeyError, match="unknown model 'resnet'.*cell_densenet, cell_senet, compact, smp, timm"):
         create_model("resnet", "resnet18", 6, N_CLASSES)
 
 
@@ -210,6 +211,23 @@ def test_unknown_backbone_lists_known():
 def test_unknown_kwarg_is_named():
     with pytest.raises(ConfigError, match="unknown model_params: colour, size"):
         tiny(size=32, colour="red")
+
+
+def test_compact_is_the_plain_cnn_of_its_width():
+    """cnn<blocks>_w<width>: conv-BN-ReLU blocks doubling the width, full resolution in the first
+    block (no stem down-sampling), pooled by the encoder; a bad name fails naming the grammar."""
+    net = create_model("compact", "cnn4_w16", 4, 10)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.stride) for c in convs] == [
+        (4, 16, (1, 1)), (16, 32, (1, 1)), (32, 64, (1, 1)), (64, 128, (1, 1))]
+    assert sum(isinstance(m, nn.MaxPool2d) for m in net.modules()) == 3
+    first = dict(net.named_modules())["encoder.body.0"]
+    with torch.no_grad():
+        assert first(torch.zeros(1, 4, 40, 40)).shape == (1, 16, 20, 20)
+        assert net(torch.zeros(2, 4, 40, 40)).shape == (2, 10)
+    for bad in ("cnn4", "cnn0_w16", "cnn4_w2", "resnet18"):
+        with pytest.raises(ConfigError, match="cnn<blocks>_w<width>"):
+            create_model("compact", bad, 3, 2)
 
 
 def registered_in(path: Path):

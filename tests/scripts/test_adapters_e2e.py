@@ -8,11 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from cellpipe.demo.generic import WRITERS
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
+# the demos' model (configs/tiny.yml) names the run folders
+TINY_MODEL = yaml.safe_load((REPO / "configs" / "tiny.yml").read_text())["model_params"]["model_name"]
 
 
 def sh(*args, env=None):
@@ -36,7 +39,7 @@ def test_adapter_trains_and_predicts_above_chance(kind, tmp_path):
            "--source", kind, "--seed", "0")
         env["CSV_DIR"] = str(tmp_path / "csv")
     sh("bash", "bin/train_classify.sh", "--stages/finetune/num_epochs=8", env=env)
-    runs = sorted((tmp_path / "logs" / kind).glob("*/fold_*/test_resnet/DONE.json"))
+    runs = sorted((tmp_path / "logs" / kind).glob(f"*/fold_*/{TINY_MODEL}/DONE.json"))
     assert len(runs) == (2 if kind == "folder" else 1), list((tmp_path / "logs").rglob("DONE.json"))
     run = runs[0].parent
     if kind == "folder":

@@ -1,13 +1,11 @@
 """bench/bench_accuracy.py end to end on a tiny configuration: its rows run the real commands."""
 import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from conftest import REPO, run_bench
+
 pytestmark = pytest.mark.slow
 
 
@@ -19,12 +17,7 @@ def test_ablation_table_from_the_real_commands(tmp_path):
                      "--stages/finetune/num_epochs=1", "--data_params/image_size=32"],
            "rows": {"rounds": {"predict": ["--adabn", "plate"],
                                "pseudo_rounds": {"rounds": 1, "top_step": 2, "unit": "plate"}}}}
-    config = tmp_path / "acc.yml"
-    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    out = tmp_path / "out"
-    cmd = [sys.executable, "bench/bench_accuracy.py", "--config", str(config), "--out_dir", str(out)]
-    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    cmd, out = run_bench("bench_accuracy.py", cfg, tmp_path)
     table = pd.read_csv(out / "ablation.csv")
     assert table["row"].tolist() == ["rounds"]
     # the pseudo round trained on the 2 most confident test plates, labelled by the Part II ensemble

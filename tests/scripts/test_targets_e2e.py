@@ -9,9 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
+# the demos' model (configs/tiny.yml) names the run folders
+TINY_MODEL = yaml.safe_load((REPO / "configs" / "tiny.yml").read_text())["model_params"]["model_name"]
 N_FOLDS = 2  # the demos default to 3; two keep the out-of-fold ensemble at two thirds of the cost
 
 
@@ -29,13 +32,13 @@ def test_hpa_multilabel_end_to_end(tmp_path):
     for k in range(N_FOLDS):  # a near-duplicate never sits on both sides of a fold
         tr, va = (pd.read_csv(out / "csv" / f"{s}_{k}.csv", dtype=str) for s in ("train", "valid"))
         assert not set(dups[tr["id"]]) & set(dups[va["id"]])
-    run = out / "logs" / "hpa" / "[all]" / "fold_0" / "test_resnet"
+    run = out / "logs" / "hpa" / "[all]" / "fold_0" / TINY_MODEL
     history = pd.read_csv(run / "history.csv")
     assert history["stage"].tolist() == ["warmup"] + ["finetune"] * 4 and "valid_macro_f1" in history.columns
     log = pd.read_csv(run / "training_logs" / "finetune_valid.csv")
     assert {"id", "pred", "truth", "loss"} <= set(log.columns) and log["loss"].notna().all()
     assert (run / "per_class_f1.png").is_file() and (run / "checkpoints" / "thresholds.json").is_file()
-    pred = out / "predictions" / "[all]" / "fold_0" / "test_resnet"
+    pred = out / "predictions" / "[all]" / "fold_0" / TINY_MODEL
     assert json.loads((pred / "meta.json").read_text())["tta"] == "five_crop"  # the run's predict_params
     for name in ("submission.csv", "submission_optimal_threshold.csv"):
         for folder in (pred, out / "ensemble"):
@@ -53,7 +56,7 @@ def test_hpa_multilabel_end_to_end(tmp_path):
 
 def test_moths_hierarchy_end_to_end(tmp_path):
     out = demo("moths", tmp_path)
-    run = out / "logs" / "folder" / "[all]" / "fold_0" / "test_resnet"
+    run = out / "logs" / "folder" / "[all]" / "fold_0" / TINY_MODEL
     labels = json.loads((run / "checkpoints" / "labels.json").read_text())
     assert labels["kind"] == "hierarchy" and labels["levels"] == ["species", "genus", "group", "family"]
     # the rare species (min_samples) and the one family.csv lacks are Other at every level

@@ -148,7 +148,9 @@ def test_gradual_unfreeze_in_a_training_run(manifest, tmp_path):
                  "--stages/finetune/scheduler_params=null", "--stages/finetune/optimizer_params/lr=0.01")
     start = load_checkpoint(run / "warmup" / "checkpoints" / "model.best.pth")
     epochs = [load_checkpoint(run / "finetune" / "checkpoints" / f"model.000{e}.pth") for e in (1, 2)]
-    model = create_model(model="timm", model_name="test_resnet", n_channels=3, num_classes=4, pretrained=None)
+    from cellpipe.core.config import read_run_config
+
+    model = create_model(**read_run_config(run / "config.yml")["model_params"])  # the run's own architecture
     blocks = encoder_blocks(model)
     names = {id(p): n for n, p in model.named_parameters()}
     block_params = [[names[id(p)] for p in b.parameters()] for b in blocks]

@@ -12,7 +12,7 @@ import pandas as pd
 from cellpipe.core.errors import ConfigError, DataError
 from cellpipe.data.dataset import SampleDataset, check_channel_count, verify_files
 from cellpipe.data.normalize import Normalizer, make_normalizer
-from cellpipe.data.transforms import build_transforms
+from cellpipe.data.transforms import build_transforms, channel_dropout_warnings
 from cellpipe.sources import make_source
 from cellpipe.tasks import build_task
 from cellpipe.tasks.base import Task
@@ -84,14 +84,16 @@ _PACKED = {}
 
 
 def packed_images(dp: dict, source):
-    """The packed cache of ``data_params/cache`` (packed or refreshed on first use), or None."""
+    """The image cache of ``data_params/cache``: a packed folder (packed or refreshed on first use),
+    ``memory`` (decoded images kept in RAM), or None."""
     if not dp.get("cache"):
         return None
-    from cellpipe.data.cache import PackedImages, pack
+    from cellpipe.data.cache import MEMORY, MemoryImages, PackedImages, pack
 
     key = (source.name, str(source.root), str(dp["cache"]), int(dp["image_size"]))
     if key not in _PACKED:
-        _PACKED[key] = PackedImages(pack(source, dp["cache"], dp["image_size"]))
+        _PACKED[key] = (MemoryImages(dp["image_size"]) if dp["cache"] == MEMORY else
+                        PackedImages(pack(source, dp["cache"], dp["image_size"])))
     return _PACKED[key]
 
 
@@ -119,6 +121,13 @@ def _dataset(dp: dict, source, table: pd.DataFrame, labels: Task, normalizer: No
     return SampleDataset(table, source, dp["channels"], sites, dp["image_size"], normalizer,
                          build_transforms(augs, seed), train=train, targets=targets, context=context,
                          where=where, cache=cache)
+
+
+def augmentation_warnings(dp: dict, source) -> list:
+    """Start-up warnings of training augmentations that can remove a sample's informative channels."""
+    names = dict(enumerate(source.channel_names, start=1))
+    return channel_dropout_warnings((dp.get("augmentations") or {}).get("train"), dp["channels"],
+                                    source.label_channels(), names)
 
 
 def prepare_training(cfg: dict, workers: int = 4) -> Prepared:

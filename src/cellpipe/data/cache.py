@@ -9,6 +9,10 @@ the start of a run) packs a source once into ``{cache}/{source}-{size}px-{hash}/
     index.csv    key (the site's first image file, relative to the root), row in images.npy
     meta.json    source, root, image size, channel count and the fingerprint of every image file
 
+``data_params/cache: memory`` keeps each site's decoded, resized planes in the process's RAM after
+its first read instead (``MemoryImages``): for data sets that fit in memory, such as small images
+on a CPU, epochs after the first decode nothing. With DataLoader workers each keeps its own copy.
+
 A cache whose fingerprint (paths, sizes and modification times of the image files) or size no
 longer matches is packed again; packing writes a staged folder and renames it into place, so a
 cache is never read half-written. A site missing from the cache (a table added later) is read
@@ -102,6 +106,26 @@ def pack(source, root, image_size: int, force: bool = False) -> Path:
                                           "fingerprint": print_hash}, indent=2), staged / META)
     log.info("packed %d sites of %s at %d px into %s", len(items), source.describe(), image_size, target)
     return target
+
+
+MEMORY = "memory"  # data_params/cache value of the in-memory cache
+
+
+class MemoryImages:
+    """Decoded, resized planes of every site read so far, in this process's memory."""
+
+    def __init__(self, image_size: int):
+        self.image_size = int(image_size)
+        self.planes = {}
+
+    def has(self, source, row, site: int) -> bool:
+        return False  # nothing is held before its first read: every file is still checked
+
+    def read(self, source, row, site: int, channels) -> List[np.ndarray]:
+        key = (site_key(source, row, site), tuple(channels))
+        if key not in self.planes:
+            self.planes[key] = resize_planes(source.load_planes(row, site, list(channels)), self.image_size)
+        return self.planes[key]
 
 
 class PackedImages:

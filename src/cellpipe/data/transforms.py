@@ -3,14 +3,13 @@ import inspect
 import random
 from typing import List, Optional
 
-import albumentations as A
 import numpy as np
 import torch
 
 from cellpipe.core.errors import DataError
 
 
-def build_transforms(specs: Optional[List[dict]], seed: Optional[int] = None) -> Optional[A.Compose]:
+def build_transforms(specs: Optional[List[dict]], seed: Optional[int] = None):
     """YAML list of {transform: ClassName, **kwargs} -> albumentations Compose.
 
     albumentations 2 keeps its own random state; ``reseed`` sets it (the training
@@ -18,6 +17,8 @@ def build_transforms(specs: Optional[List[dict]], seed: Optional[int] = None) ->
     """
     if not specs:
         return None
+    import albumentations as A  # ~2.4 s to import: only runs that augment pay it
+
     out = []
     for i, spec in enumerate(specs):
         spec = dict(spec)
@@ -40,7 +41,33 @@ def build_transforms(specs: Optional[List[dict]], seed: Optional[int] = None) ->
     return compose
 
 
-def reseed(compose: Optional[A.Compose], seed: Optional[int]) -> None:
+def channel_dropout_warnings(specs: Optional[List[dict]], channels, label_channels=(), names=None) -> List[str]:
+    """Warnings for training augmentations that can remove every informative channel of a sample:
+    ChannelDropout whose drop range reaches the run's channel count (nothing would be left), or
+    whose drop can hit a channel that alone carries the labels (``label_channels``, 1-based source
+    numbers such as HPA's protein stain). ``names``: channel number -> name, for the message."""
+    out = []
+    channels = list(channels)
+    names = names or {}
+    for i, spec in enumerate(specs or []):
+        if spec.get("transform") != "ChannelDropout":
+            continue
+        low, high = spec.get("channel_drop_range", (1, 1))
+        p = spec.get("p", 0.5)
+        where = f"data_params/augmentations/train[{i}] ChannelDropout (p={p}, channel_drop_range=[{low}, {high}])"
+        if high >= len(channels):
+            out.append(f"{where} can drop all {len(channels)} channel(s) of a sample; keep the range below the "
+                       "channel count or remove it")
+        carried = [c for c in label_channels if c in channels]
+        if carried:
+            shown = ", ".join(f"{c} ({names[c]})" if c in names else str(c) for c in carried)
+            out.append(f"{where} can drop channel {shown}, which alone carries the labels of this source, in up "
+                       f"to {p:.0%} of training samples; drop only redundant channels (RxRx1's six stains), "
+                       "or remove it")
+    return out
+
+
+def reseed(compose, seed: Optional[int]) -> None:
     """One random stream shared by every transform of ``compose``.
 
     Not ``Compose(seed=)`` / ``set_random_seed``: albumentations 2.0 gives each child transform

@@ -3,7 +3,8 @@
 Each class has a fixed per-channel brightness profile and blob size; every image
 draws a few Gaussian blobs at random places on a noisy background, with a random
 per-group gain (a batch effect), so a model must learn the profile, not the
-position. ``hard`` (0..1) shrinks the class differences towards each other.
+position. ``hard`` (0..1) shrinks the class differences towards each other. The ``hard``
+preset of the manifest (the per-kind benchmark's single-label set) has 10 classes at 0.8.
 """
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from cellpipe.core import fsutil
 from cellpipe.core.tables import write_table
 
 KINDS = ("manifest", "folder", "phenix", "rxrx1_2020")
+PRESETS = {"hard": {"n_classes": 10, "per_class": 400, "size": 32, "hard": 0.8}}
 
 
 def class_profiles(rng, n_classes: int, n_channels: int, hard: float) -> dict:
@@ -159,3 +161,10 @@ def _more_writers():
 
 WRITERS.update(_more_writers())
 KINDS = tuple(WRITERS)
+
+
+def presets(kind: str) -> dict:
+    """The writer's named presets (``make_demo_data --kind K --preset hard``)."""
+    from cellpipe.demo import hpa, moths
+
+    return {"manifest": PRESETS, "folder": PRESETS, "hpa": hpa.PRESETS, "moths": moths.PRESETS}.get(kind, {})

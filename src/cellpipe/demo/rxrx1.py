@@ -241,7 +241,7 @@ def main(out_dir="data/demo", kind="rxrx1", n_sirnas=32, n_controls=4, cell_type
     Args:
         out_dir: output folder (default data/demo); existing files are overwritten.
         kind: rxrx1 (default: the Kaggle layout below) | manifest | folder | phenix | rxrx1_2020 | hpa | moths
-            (a small 4-class set in that adapter's own format; the other flags do not apply).
+            (a small set in that adapter's own format; only --seed and --preset apply).
         n_sirnas: treatment siRNA classes 0..n_sirnas-1 (default 32); a multiple of 4.
         n_controls: control siRNAs n_sirnas..n_sirnas+n_controls-1 on every plate (default 4);
             the last one is the negative control.
@@ -255,7 +255,8 @@ def main(out_dir="data/demo", kind="rxrx1", n_sirnas=32, n_controls=4, cell_type
         drop_wells: treatment wells removed from the first test plate and one train plate
             (default 1), as real plates miss a well.
         preset: hard = the accuracy benchmark's difficulty (PRESETS: 64 siRNAs, weak signal, strong
-            batch effects); flags left at their defaults take the preset's values.
+            batch effects); flags left at their defaults take the preset's values. With another
+            --kind (manifest, folder, hpa, moths): the per-kind benchmark's harder set.
         signal: strength of the class differences (1 = the demo's; smaller is harder).
         well_noise: per-well, per-channel brightness noise (lognormal sigma; 0 = none).
         response: per cell type and class brightness factors (lognormal sigma; 0 = a siRNA looks
@@ -264,12 +265,15 @@ def main(out_dir="data/demo", kind="rxrx1", n_sirnas=32, n_controls=4, cell_type
         plate_offset: per-plate channel offsets drawn from 0..plate_offset (8-bit units; default 20).
     """
     if kind != "rxrx1":
-        from cellpipe.demo.generic import WRITERS
+        from cellpipe.demo.generic import WRITERS, presets
 
         if kind not in WRITERS:
             raise rxrx.DataError(f"unknown demo kind '{kind}'; known: rxrx1, {', '.join(WRITERS)}")
-        WRITERS[kind](Path(out_dir), seed=seed)
-        return {"out_dir": str(out_dir), "kind": kind}
+        known = presets(kind)
+        if preset is not None and preset not in known:
+            raise rxrx.DataError(f"unknown preset {preset!r} for --kind {kind}; known: {sorted(known) or 'none'}")
+        WRITERS[kind](Path(out_dir), seed=seed, **known.get(preset, {}))
+        return {"out_dir": str(out_dir), "kind": kind, "preset": preset}
     if preset is not None:
         if preset not in PRESETS:
             raise rxrx.DataError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")

@@ -2,7 +2,6 @@
 import copy
 from typing import Optional
 
-from timm.models._manipulate import adapt_input_conv
 from torch import nn
 
 from cellpipe.core.errors import ConfigError
@@ -24,6 +23,7 @@ def adapt_stem(module: nn.Module, n_channels: int) -> str:
         raise ConfigError(f"{type(module).__name__} has no Conv2d with {RGB} input channels")
     if n_channels == RGB:
         return name
+    from timm.models._manipulate import adapt_input_conv  # lazy: importing timm costs ~1.7 s
     # A copy keeps the conv's class (timm's same-padding convs) and settings.
     new = copy.deepcopy(conv)
     new.in_channels = n_channels

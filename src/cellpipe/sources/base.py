@@ -79,6 +79,11 @@ class Source:
         return table.iloc[pos].reset_index(drop=True).assign(split=name)
 
     # ---------------------------------------------------------------- images
+    def label_channels(self) -> List[int]:
+        """Channels (1-based) that alone carry the labels (HPA: the protein stain): an augmentation
+        that drops one of them deletes the sample's evidence (see data.transforms)."""
+        return []
+
     @property
     def channel_names(self) -> List[str]:
         raise NotImplementedError

@@ -32,6 +32,7 @@ HPA_CLASSES = [
 ]
 STAINS = ["red", "green", "blue", "yellow"]
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0)}
+LABEL_STAIN = "green"  # the protein of interest; red, blue, yellow are reference stains
 
 
 @SOURCES.register("hpa")
@@ -94,6 +95,10 @@ class HpaSource(Source):
     @property
     def channel_names(self) -> List[str]:
         return list(self.stains)
+
+    def label_channels(self) -> List[int]:
+        # the protein stain is what the labels describe; the others are references
+        return [self.stains.index(LABEL_STAIN) + 1] if LABEL_STAIN in self.stains else []
 
     def colours(self):
         return [(self._colours[s], 255.0) for s in self.stains]

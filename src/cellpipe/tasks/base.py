@@ -174,6 +174,19 @@ class Task:
         """Scores of trivial predictors on the same targets (what a run must clearly beat)."""
         raise NotImplementedError
 
+    # the report's final score and the baseline it must beat (below_baseline)
+    final_score = "valid_top1_final"
+    baseline_score = "baseline_top1_majority"
+
+    def below_baseline(self, report: dict) -> Optional[str]:
+        """A warning when the run's final validation score is not above its trivial baseline."""
+        score, base = report.get(self.final_score), report.get(self.baseline_score)
+        if score is None or base is None or score > base:
+            return None
+        return (f"the run ends below its trivial baseline: {self.final_score}={score:.4f} <= "
+                f"{self.baseline_score}={base:.4f} (too few epochs, a learning rate too high or low, or "
+                "augmentations that remove the signal?)")
+
     def report(self, logits: np.ndarray, targets: np.ndarray, logdir: Path, threshold_grid) -> Dict[str, float]:
         """The validation report of a finished run: per-class tables in ``logdir``; returns its scores."""
         raise NotImplementedError

@@ -256,6 +256,10 @@ class Hierarchy(SingleLabel):
 
     score = base.Task.score  # the metrics of the levels, not SingleLabel's argmax accuracy
 
+    @property
+    def baseline_score(self) -> str:  # the finest level's majority class
+        return f"baseline_accuracy_{self.levels[0]}_majority"
+
     def baselines(self, targets) -> dict:
         return majority_baselines(np.asarray(targets), [f"accuracy_{lvl}" for lvl in self.levels])
 

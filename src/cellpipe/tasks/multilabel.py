@@ -126,6 +126,8 @@ class MultiLabel(Task):
     default_valid_criterion = {"criterion": "BCEWithLogitsLoss"}
     metrics = ("macro_f1", "micro_f1", "bce")
     default_metric = "macro_f1"
+    final_score = "valid_macro_f1_final"
+    baseline_score = "baseline_macro_f1_all_positive"
 
     def __init__(self, classes: List[str], sep: str = " ", other_label: Optional[str] = None,
                  unseen_labels: str = "error"):

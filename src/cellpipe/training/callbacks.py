@@ -1,6 +1,7 @@
 """Catalyst callbacks of our runs: whole-loader metrics, history.csv and the gradual unfreeze schedule."""
 import logging
 import math
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -70,8 +71,9 @@ class GradualUnfreezeCallback(dl.Callback):
 
 
 class HistoryCallback(dl.Callback):
-    """One row per epoch (stage, epoch, lr, train_* and valid_* metrics) in the run folder's
-    history.csv, rewritten atomically after every epoch; a rerun of a stage replaces its rows."""
+    """One row per epoch (stage, epoch, lr, seconds of the epoch's loaders, train_* and valid_*
+    metrics) in the run folder's history.csv, rewritten atomically after every epoch; a rerun of a
+    stage replaces its rows."""
 
     def __init__(self, path, stage: str):
         super().__init__(order=dl.CallbackOrder.External)
@@ -81,8 +83,12 @@ class HistoryCallback(dl.Callback):
         old = pd.read_csv(self.path) if self.path.is_file() else pd.DataFrame(columns=["stage"])
         self.rows = old[old["stage"] != self.stage].to_dict("records")
 
+    def on_epoch_start(self, runner):
+        self.started = time.perf_counter()
+
     def on_epoch_end(self, runner):
-        row = {"stage": self.stage, "epoch": runner.epoch_step}
+        row = {"stage": self.stage, "epoch": runner.epoch_step,
+               "seconds": round(time.perf_counter() - getattr(self, "started", time.perf_counter()), 3)}
         if runner.optimizer is not None:
             row["lr"] = runner.optimizer.param_groups[0]["lr"]
         for loader, metrics in runner.epoch_metrics.items():

@@ -27,7 +27,7 @@ from cellpipe.core import layout
 from cellpipe.core.errors import ConfigError, DataError
 from cellpipe.core.fsutil import atomic_path, write_csv, write_text
 from cellpipe.core.runlock import check_free_space, run_lock
-from cellpipe.data.build import Prepared, prepare_training
+from cellpipe.data.build import Prepared, augmentation_warnings, prepare_training
 from cellpipe.data.dataset import SampleDataset, class_weights, sample_weights
 from cellpipe.data.sampling import GroupBatchSampler, SeededBatches, group_codes
 from cellpipe.data.transforms import worker_init_fn
@@ -272,9 +272,11 @@ def checkpoint_bytes(model, cfg) -> int:
     return int(weights * copies * 1.2)
 
 
-def finish_run(cfg, logdir: Path, model, prepared: Prepared, result: dict, last_stage: str, started: float) -> dict:
+def finish_run(cfg, logdir: Path, model, prepared: Prepared, result: dict, last_stage: str, started: float,
+               warnings=()) -> dict:
     """What ends every run: the final checkpoint (+ labels.json), the validation report and DONE.json.
-    ``result`` is the last stage's summary (best_epoch, valid metrics)."""
+    ``result`` is the last stage's summary (best_epoch, valid metrics); ``warnings`` are the start-up
+    ones, kept in DONE.json with a run that ends below its trivial baseline."""
     model.freeze_backbone(False)
     save_final(model, cfg, logdir / layout.FINAL_CHECKPOINT, result["valid"], prepared)
     logits = predict_logits(model, prepared.valid, cfg["data_params"]["batch_size"])
@@ -285,6 +287,10 @@ def finish_run(cfg, logdir: Path, model, prepared: Prepared, result: dict, last_
                "target": prepared.labels.kind,
                "source": cfg["data_params"]["source"], "best_epoch": result["best_epoch"],
                "last_stage": last_stage, **report}
+    below = prepared.labels.below_baseline(report)
+    if below:
+        log.warning(below)
+    summary["warnings"] = [*warnings, *([below] if below else [])]
     write_text(json.dumps(summary, indent=2), logdir / layout.DONE_FILE)
     return summary
 
@@ -308,6 +314,9 @@ def _train(cfg, logdir: Path, force: bool) -> dict:
     started = time.time()
     prepared = prepare_training(cfg)  # resolves the config's auto values
     prepared.labels.check_metric(cfg["state_params"]["main_metric"])
+    warnings = augmentation_warnings(cfg["data_params"], prepared.source)
+    for w in warnings:
+        log.warning(w)
     main = distributed.is_main()
     if main:
         write_text(cfglib.dump(cfg), logdir / layout.CONFIG_FILE)
@@ -347,6 +356,6 @@ def _train(cfg, logdir: Path, force: bool) -> dict:
         return {"logdir": str(logdir), "valid": result["valid"], "rank": distributed.rank()}
     # the run's model is the best epoch of its last stage
     model.load_state_dict(load_checkpoint(previous / STAGE_BEST))
-    summary = finish_run(cfg, logdir, model, prepared, result, previous.name, started)
+    summary = finish_run(cfg, logdir, model, prepared, result, previous.name, started, warnings)
     distributed.barrier()
     return summary

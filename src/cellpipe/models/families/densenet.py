@@ -1,7 +1,6 @@
 """``cell_densenet``: timm DenseNets with torchvision's ImageNet files."""
 from typing import Tuple
 
-import timm
 from torch import nn
 
 from cellpipe.core.errors import ConfigError
@@ -14,6 +13,7 @@ _DENSENETS = ("densenet121", "densenet161", "densenet169", "densenet201")
 @MODELS.register("cell_densenet")
 def build_densenet(model_name: str, pretrained=None) -> Tuple[nn.Module, int]:
     """timm DenseNet; "imagenet" reads torchvision's file from the torch hub cache."""
+    import timm  # heavy (torchvision, dynamo): only when this family is built
     import torchvision.models  # only for the weight URLs
     from timm.models.densenet import _filter_torchvision_pretrained
 

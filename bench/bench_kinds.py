@@ -2,14 +2,14 @@
 
     make bench-accuracy-kinds                                  # every row of configs/bench/kinds.yml
     python bench/bench_kinds.py --rows multilabel --out_dir bench_out/kinds
-    python bench/bench_kinds.py --rows multilabel --candidates bench_out/kinds_select   # choose on validation
+    python bench/bench_kinds.py --rows multilabel --candidates_dir bench_out/kinds_select   # choose on validation
 
 Per row: generate the kind's hard set (src/make_demo_data.py --kind K --preset hard), make folds when
 the layout has no validation split (src/dedup.py, src/make_folds.py), then, timed, the project's
 commands (bin/train_classify.sh with the model recipe, src/inference.py predict-all, src/ensemble.py
 --truth) and, timed, the plain CNN of bench/plain_cnn.py in this process on the same training,
 validation and test samples, the run's own targets (labels.json) and the same number of epochs.
-Scores are on the held-out test split, which nothing is chosen on. ``--candidates`` trains each of a
+Scores are on the held-out test split, which nothing is chosen on. ``--candidates_dir`` trains each of a
 row's ``candidates`` (override sets) and ranks them on the validation split only: that is how the
 defaults in configs/ were chosen. A finished row is reused (delete its folder to redo it).
 """
@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import fire
 import numpy as np
 import pandas as pd
@@ -85,16 +84,17 @@ def project(row, cfg, data, csv, truth, out: Path, python, extra=(), predict=())
 def load_split(source, dp, name, csv, labels, size, truth=None):
     """Images (N x C x H x W uint8, resized as the run resizes) and the run's targets of one split
     (labels from ``truth``, a CSV of id, label, when given)."""
+    from cellpipe.core.images import resize_planes
     from cellpipe.data.build import split_table
 
     table = split_table(source, dp, name, csv)
     if truth is not None:
         known = pd.read_csv(truth, dtype=str).set_index("id")["label"]
         table = table.assign(label=table["id"].astype(str).map(known).to_numpy())
-    x = np.stack([cv2.resize(np.asarray(source.load(r, 1, dp["channels"])), (size, size),
-                             interpolation=cv2.INTER_AREA).reshape(size, size, -1).transpose(2, 0, 1)
+    # the run's own reader and resize (any channel count), rounded to uint8 as a packed cache is
+    x = np.stack([np.stack(resize_planes(source.load_planes(r, 1, dp["channels"]), size))
                   for r in table.to_dict("records")])
-    return np.clip(x, 0, 255).astype(np.uint8), labels.encode(table, f"{name} split")
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8), labels.encode(table, f"{name} split")
 
 
 def plain(run_dir: Path, epochs: int, params: dict, truth: Path) -> dict:

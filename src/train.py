@@ -69,7 +69,8 @@ def main(argv=None) -> int:
         print(cfglib.dump(cfg))
         return 0
     # the run tree's model folder, named by the resolved config (bin/train_classify.sh without MODEL_NAME)
-    args.logdir = args.logdir.replace("{model_name}", str(cfg["model_params"]["model_name"]))
+    # ("/" of names such as hf-hub:org/model would nest a folder)
+    args.logdir = args.logdir.replace("{model_name}", str(cfg["model_params"]["model_name"]).replace("/", "_"))
     processes = cfg["engine_params"].get("processes", 1)
     if processes > 1 and distributed.world_size() == 1:  # start the processes, each runs this script
         return distributed.relaunch(processes, [__file__, *(argv if argv is not None else sys.argv[1:])])

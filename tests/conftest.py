@@ -37,6 +37,8 @@ def demo_root(tmp_path_factory):
 
 # ------------------------------------------------------------- run folders
 REPO = Path(__file__).resolve().parents[1]
+# the generated demos' model (configs/tiny.yml), which names their run folders
+TINY_MODEL = "cnn4_w16"
 TRAINED_CHANNELS = "[1,2,3,4,5]"
 TRAINED_MODEL = "test_resnet"
 TRAINED_FOLDS = (0, 1)
@@ -147,3 +149,4 @@ def run_bench(script: str, cfg: dict, tmp_path: Path):
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     return cmd, out
+

@@ -515,9 +515,19 @@ def test_memory_cache_reads_each_file_once_and_feeds_the_same_images(tmp_path, d
         for i, x in expected.items():
             assert np.array_equal(x, cached[i]["features"].numpy())
     assert len(reads) == 4  # 2 samples x 2 sites, once each
+    assert all(p.dtype == np.uint8 for planes in cached.cache.planes.values() for p in planes)
+    # full at one site (3 planes of 24 x 24 bytes): later sites are read from their files every time
+    monkeypatch.setattr(build, "_PACKED", {})
+    capped = make_dataset({**dp, "cache": "memory", "cache_max_gb": 3 * 24 * 24 / 2 ** 30}, "valid")
+    reads.clear()
+    for _ in range(2):
+        for i, x in expected.items():
+            assert np.array_equal(x, capped[i]["features"].numpy())
+    assert len(capped.cache.planes) == 1 and len(reads) == 1 + 3 * 2
 
 
 def test_channel_dropout_that_can_remove_the_signal_warns():
+    from cellpipe.core.errors import ConfigError
     from cellpipe.data.transforms import channel_dropout_warnings
 
     drop = [{"transform": "HorizontalFlip", "p": 0.5},
@@ -526,8 +536,11 @@ def test_channel_dropout_that_can_remove_the_signal_warns():
     assert channel_dropout_warnings(drop, [1, 3, 4], label_channels=[2]) == []  # the label stain is not used
     (w,) = channel_dropout_warnings(drop, [1, 2, 3, 4], label_channels=[2], names={2: "green"})
     assert "augmentations/train[1] ChannelDropout" in w and "channel 2 (green)" in w and "20%" in w
-    (w,) = channel_dropout_warnings([{"transform": "ChannelDropout", "channel_drop_range": [1, 2]}], [1, 2])
-    assert "can drop all 2 channel(s)" in w
+    # a range that can empty a sample would crash albumentations at its first draw: refused up front
+    with pytest.raises(ConfigError, match=r"train\[0\] ChannelDropout: channel_drop_range \[1, 2\] can drop all 2"):
+        channel_dropout_warnings([{"transform": "ChannelDropout", "channel_drop_range": [1, 2]}], [1, 2])
+    with pytest.raises(ConfigError, match="channel_drop_range must be \\[min, max\\]"):
+        channel_dropout_warnings([{"transform": "ChannelDropout", "channel_drop_range": 1}], [1, 2, 3])
     assert channel_dropout_warnings(drop[:1], [1], label_channels=[1]) == []
 
 

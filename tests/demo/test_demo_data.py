@@ -173,3 +173,12 @@ def test_hard_presets_of_the_other_kinds(tmp_path):
     assert set(generic.presets("manifest")) == {"hard"} and generic.presets("phenix") == {}
     with pytest.raises(rxrx.DataError, match="unknown preset 'hard' for --kind phenix; known: none"):
         make_demo_data.main(out_dir=str(tmp_path / "x"), kind="phenix", preset="hard")
+
+
+def test_tiny_model_is_the_one_tiny_yml_names():
+    """The end-to-end tests find the demos' run folders by conftest.TINY_MODEL."""
+    import yaml
+
+    from conftest import REPO, TINY_MODEL
+
+    assert yaml.safe_load((REPO / "configs" / "tiny.yml").read_text())["model_params"]["model_name"] == TINY_MODEL

@@ -3,19 +3,15 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from cellpipe.demo.generic import WRITERS
+from conftest import REPO, TINY_MODEL
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-# the demos' model (configs/tiny.yml) names the run folders
-TINY_MODEL = yaml.safe_load((REPO / "configs" / "tiny.yml").read_text())["model_params"]["model_name"]
 
 
 def sh(*args, env=None):

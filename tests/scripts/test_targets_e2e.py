@@ -4,17 +4,14 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from conftest import REPO, TINY_MODEL
+
 pytestmark = pytest.mark.slow
-# the demos' model (configs/tiny.yml) names the run folders
-TINY_MODEL = yaml.safe_load((REPO / "configs" / "tiny.yml").read_text())["model_params"]["model_name"]
 N_FOLDS = 2  # the demos default to 3; two keep the out-of-fold ensemble at two thirds of the cost
 
 

@@ -234,6 +234,9 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
         _positive_int(cfg, key)
     for key in ("data_params/num_workers", "data_params/min_samples"):
         _non_negative_int(cfg, key)
+    max_gb = (cfg.get("data_params") or {}).get("cache_max_gb")
+    if max_gb is not None and (isinstance(max_gb, bool) or not isinstance(max_gb, (int, float)) or max_gb <= 0):
+        raise ConfigError(f"config key 'data_params/cache_max_gb' must be a number > 0, got {max_gb!r}")
     _choice(cfg, "data_params/balance", ("none", "sampler", "loss"))
     _choice(cfg, "data_params/unseen_labels", ("error", "other"))
     patience = _get(cfg, "state_params/early_stopping_patience")

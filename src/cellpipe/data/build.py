@@ -90,9 +90,11 @@ def packed_images(dp: dict, source):
         return None
     from cellpipe.data.cache import MEMORY, MemoryImages, PackedImages, pack
 
-    key = (source.name, str(source.root), str(dp["cache"]), int(dp["image_size"]))
+    # everything that changes the stored pixels: the adapter and its settings, the rescale rule, the size
+    key = (source.name, str(source.root), repr(dp.get("source_params")), repr(dp.get("rescale")), str(dp["cache"]),
+           int(dp["image_size"]))
     if key not in _PACKED:
-        _PACKED[key] = (MemoryImages(dp["image_size"]) if dp["cache"] == MEMORY else
+        _PACKED[key] = (MemoryImages(dp["image_size"], dp.get("cache_max_gb", 4.0)) if dp["cache"] == MEMORY else
                         PackedImages(pack(source, dp["cache"], dp["image_size"])))
     return _PACKED[key]
 
@@ -124,10 +126,14 @@ def _dataset(dp: dict, source, table: pd.DataFrame, labels: Task, normalizer: No
 
 
 def augmentation_warnings(dp: dict, source) -> list:
-    """Start-up warnings of training augmentations that can remove a sample's informative channels."""
-    names = dict(enumerate(source.channel_names, start=1))
-    return channel_dropout_warnings((dp.get("augmentations") or {}).get("train"), dp["channels"],
-                                    source.label_channels(), names)
+    """Start-up warnings of training augmentations that can remove a sample's informative channels
+    (a ConfigError for one that can remove all of them)."""
+    specs = (dp.get("augmentations") or {}).get("train") or []
+    if not any(s.get("transform") == "ChannelDropout" for s in specs):
+        return []  # (channel names may need an image read)
+    labelled = source.label_channels()
+    names = dict(enumerate(source.channel_names, start=1)) if labelled else {}
+    return channel_dropout_warnings(specs, dp["channels"], labelled, names)
 
 
 def prepare_training(cfg: dict, workers: int = 4) -> Prepared:

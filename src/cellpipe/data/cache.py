@@ -112,20 +112,31 @@ MEMORY = "memory"  # data_params/cache value of the in-memory cache
 
 
 class MemoryImages:
-    """Decoded, resized planes of every site read so far, in this process's memory."""
+    """Decoded, resized planes of the sites read so far, in this process's memory, as uint8 (what the
+    packed cache stores), up to ``max_gb``; sites beyond it are read from their files."""
 
-    def __init__(self, image_size: int):
+    def __init__(self, image_size: int, max_gb: float):
         self.image_size = int(image_size)
-        self.planes = {}
+        self.max_bytes = float(max_gb) * 2 ** 30
+        self.planes, self.bytes = {}, 0
 
     def has(self, source, row, site: int) -> bool:
         return False  # nothing is held before its first read: every file is still checked
 
     def read(self, source, row, site: int, channels) -> List[np.ndarray]:
         key = (site_key(source, row, site), tuple(channels))
-        if key not in self.planes:
-            self.planes[key] = resize_planes(source.load_planes(row, site, list(channels)), self.image_size)
-        return self.planes[key]
+        if key in self.planes:
+            return self.planes[key]
+        planes = [p if p.dtype == np.uint8 else np.clip(np.rint(p), 0, 255).astype(np.uint8)
+                  for p in resize_planes(source.load_planes(row, site, list(channels)), self.image_size)]
+        size = sum(p.nbytes for p in planes)
+        if self.bytes + size <= self.max_bytes:
+            self.planes[key], self.bytes = planes, self.bytes + size
+        elif self.bytes <= self.max_bytes:  # the first site that does not fit: say so once
+            self.bytes = self.max_bytes + 1
+            log.warning("data_params/cache=memory is full (data_params/cache_max_gb=%.3g GB): further sites are "
+                        "read from their files", self.max_bytes / 2 ** 30)
+        return planes
 
 
 class PackedImages:

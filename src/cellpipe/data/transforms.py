@@ -6,7 +6,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from cellpipe.core.errors import DataError
+from cellpipe.core.errors import ConfigError, DataError
 
 
 def build_transforms(specs: Optional[List[dict]], seed: Optional[int] = None):
@@ -42,27 +42,30 @@ def build_transforms(specs: Optional[List[dict]], seed: Optional[int] = None):
 
 
 def channel_dropout_warnings(specs: Optional[List[dict]], channels, label_channels=(), names=None) -> List[str]:
-    """Warnings for training augmentations that can remove every informative channel of a sample:
-    ChannelDropout whose drop range reaches the run's channel count (nothing would be left), or
-    whose drop can hit a channel that alone carries the labels (``label_channels``, 1-based source
-    numbers such as HPA's protein stain). ``names``: channel number -> name, for the message."""
+    """Warnings for a training ChannelDropout whose drop can hit a channel that alone carries the
+    labels (``label_channels``, 1-based source numbers such as HPA's protein stain; ``names``: channel
+    number -> name). A drop range that reaches the run's channel count would leave a sample nothing
+    (albumentations refuses it at the first draw): a ConfigError at start-up instead."""
     out = []
     channels = list(channels)
     names = names or {}
     for i, spec in enumerate(specs or []):
         if spec.get("transform") != "ChannelDropout":
             continue
-        low, high = spec.get("channel_drop_range", (1, 1))
-        p = spec.get("p", 0.5)
-        where = f"data_params/augmentations/train[{i}] ChannelDropout (p={p}, channel_drop_range=[{low}, {high}])"
-        if high >= len(channels):
-            out.append(f"{where} can drop all {len(channels)} channel(s) of a sample; keep the range below the "
-                       "channel count or remove it")
+        where = f"data_params/augmentations/train[{i}] ChannelDropout"
+        drop = spec.get("channel_drop_range", (1, 1))
+        if (not isinstance(drop, (list, tuple)) or len(drop) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in drop) or not 1 <= drop[0] <= drop[1]):
+            raise ConfigError(f"{where}: channel_drop_range must be [min, max] with 1 <= min <= max, got {drop!r}")
+        if drop[1] >= len(channels):
+            raise ConfigError(f"{where}: channel_drop_range {list(drop)} can drop all {len(channels)} channel(s) of a "
+                              "sample; keep its max below the channel count or remove it")
         carried = [c for c in label_channels if c in channels]
         if carried:
+            p = spec.get("p", 0.5)
             shown = ", ".join(f"{c} ({names[c]})" if c in names else str(c) for c in carried)
-            out.append(f"{where} can drop channel {shown}, which alone carries the labels of this source, in up "
-                       f"to {p:.0%} of training samples; drop only redundant channels (RxRx1's six stains), "
+            out.append(f"{where} (p={p}) can drop channel {shown}, which alone carries the labels of this source, "
+                       f"in up to {p:.0%} of training samples; drop only redundant channels (RxRx1's six stains), "
                        "or remove it")
     return out
 

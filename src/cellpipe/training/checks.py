@@ -7,7 +7,7 @@ after an epoch of training.
 from cellpipe.core import config as cfglib
 from cellpipe.core.errors import ConfigError, DataError
 from cellpipe.core.images import check_rescale
-from cellpipe.data.build import resolve
+from cellpipe.data.build import augmentation_warnings, resolve
 from cellpipe.data.normalize import modes
 from cellpipe.data.tta import check_tta
 from cellpipe.models import MODELS
@@ -54,6 +54,7 @@ def check_names(cfg: dict):
         if level and level not in source.levels:
             raise ConfigError(f"config key '{key}': unknown level '{level}' for source '{source.name}'; "
                               f"known: {', '.join(sorted(source.levels))}")
+    augmentation_warnings(dp, source)  # the runner logs the warnings; a drop of every channel fails here
     if dp["normalization"] not in modes(source):
         raise ConfigError(f"config key 'data_params/normalization': unknown mode '{dp['normalization']}' for "
                           f"source '{source.name}'; known: {', '.join(modes(source))}")

@@ -3,6 +3,7 @@
     python src/inference.py predict-all --data_root=/data/ --model_root=/logs/pseudo/ \
         --model_name=se_resnext50_32x4d --out_dir=/predictions/pseudo/ [--tta=flip] [--reduce=max]
     python src/inference.py predict --run_dir=/logs/x --out_dir=/predictions/x [--epoch=7]
+    python src/inference.py classify NEW_IMAGES/ more.png "shots/*.tif" --model /logs/manifest --out classified.csv
 
 ``predict-all`` walks the seed's tree ``{model_root}/{channels}/fold_{k}/{model_name}/``
 and writes ``{out_dir}/{channels}/fold_{k}/{model_name}/`` (pred_test.npy in the test
@@ -77,5 +78,32 @@ def predict(run_dir, out_dir, data_root=None, epoch: Optional[int] = None, sites
                            adabn=adabn))
 
 
+def classify(*images, model=None, out="classified.csv", tta: Optional[str] = None, reduce: Optional[str] = None,
+             batch_size: int = 32, num_workers: int = 0, device: str = "auto", top_k: int = 3, parquet: bool = False):
+    """Classify new, unlabelled images with finished runs (no labels, no split, no training config).
+
+    Args:
+        images: image files, folders (searched recursively), glob patterns (quoted), or a .csv /
+            .parquet table with a path column; one file per sample.
+        model: a finished run folder, or a run tree (every finished run under it: the folds are averaged);
+            a list or "a,b" for several.
+        out: the CSV written (path, pred and its probability, every hierarchy level or the multi-label
+            set, top-k, one probability per class, error for an unreadable file, model ids).
+        tta: none | flip | d4 | five_crop | five_crop_flip (default: each run's predict_params/tta).
+        reduce: mean | max over the TTA views (default: each run's).
+        batch_size: samples per batch.
+        num_workers: DataLoader worker processes.
+        device: auto | cpu | cuda | cuda:N.
+        top_k: how many top classes to list (top1, top2, ...).
+        parquet: also write the table as parquet beside the CSV.
+    """
+    from cellpipe.inference.classify import classify as _classify
+
+    if not model:
+        raise SystemExit("classify: --model RUN_OR_TREE is required")
+    models = model.split(",") if isinstance(model, str) else list(model)
+    return str(_classify(models, images, out, batch_size, num_workers, device, tta, reduce, top_k, parquet))
+
+
 if __name__ == "__main__":
-    cli.run({"predict-all": predict_all, "predict_all": predict_all, "predict": predict})
+    cli.run({"predict-all": predict_all, "predict_all": predict_all, "predict": predict, "classify": classify})

@@ -1,0 +1,98 @@
+"""inference.py classify: new, unlabelled images through finished runs of every target kind."""
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+import inference
+import make_folds
+from cellpipe.core.errors import DataError
+from cellpipe.demo.generic import write_manifest
+from cellpipe.demo.hpa import write_hpa
+from cellpipe.demo.moths import write_moths
+from conftest import untrained_run
+
+
+def _run(tmp_path, name, overlay, root, *extra):
+    return untrained_run(["--config", "configs/classify.yml", "--overlay", overlay, "--overlay", "configs/tiny.yml",
+                          "--logdir", str(tmp_path / name), f"--data_params/root={root}", *extra])
+
+
+def _fold(csv):
+    return [f"--data_params/train_csv={csv / 'train_0.csv'}", f"--data_params/valid_csv={csv / 'valid_0.csv'}"]
+
+
+@pytest.fixture(scope="module")
+def manifest_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("classify")
+    root = write_manifest(tmp / "data", per_class=6).parent
+    return _run(tmp, "run", "configs/data/manifest.yml", root), root
+
+
+def test_files_folders_globs_and_tables_with_unreadable_ones_listed(manifest_run, tmp_path):
+    run, root = manifest_run
+    new = tmp_path / "new"
+    shutil.copytree(root / "images", new / "nested" / "images")
+    (new / "broken.png").write_text("not an image")
+    cv2.imwrite(str(new / "grey.png"), np.zeros((20, 20), np.uint8))  # 1 channel for an RGB model
+    pngs = sorted((root / "images").glob("*.png"))
+    pd.DataFrame({"path": [p.name for p in pngs[:3]]}).to_csv(root / "images" / "list.csv", index=False)
+    out = inference.classify(str(new), str(root / "images" / "c0_*.png"), str(root / "images" / "list.csv"),
+                             str(tmp_path / "missing.png"), model=str(run), out=str(tmp_path / "o" / "pred.csv"),
+                             parquet=True)
+    table = pd.read_csv(out, keep_default_na=False)
+    n_new = len(list((new / "nested").rglob("*.png")))
+    labels = json.loads((run / "checkpoints" / "labels.json").read_text())["classes"]
+    good = table[table["error"] == ""]
+    assert len(good) == n_new + len(set(pngs[:3]) | set((root / "images").glob("c0_*.png")))
+    probs = good[[f"prob_{c}" for c in labels]].to_numpy(float)
+    assert np.allclose(probs.sum(1), 1, atol=1e-4) and set(good["pred"]) <= set(labels)
+    assert (good["top1"] == good["pred"]).all() and {"top2", "top3"} <= set(table.columns)
+    errors = table.set_index("path")["error"]
+    assert "cannot decode image" in errors[str(new / "broken.png")]
+    assert "1 channel(s); the model reads channels [1, 2, 3]" in errors[str(new / "grey.png")]
+    assert "image file not found" in errors[str(tmp_path / "missing.png")]
+    assert table["model"].str.fullmatch(r"run@[0-9a-f]{12}").all()
+    assert len(pd.read_parquet(tmp_path / "o" / "pred.parquet")) == len(table)
+    # two runs of one label map are averaged: the same run twice gives the same probabilities
+    twice = pd.read_csv(inference.classify(str(root / "images" / "c0_*.png"), model=f"{run},{run}",
+                                           out=str(tmp_path / "twice.csv")))
+    once = table.set_index("path").loc[twice["path"]]
+    assert np.allclose(twice[[f"prob_{c}" for c in labels]].to_numpy(float),
+                       once[[f"prob_{c}" for c in labels]].to_numpy(float), atol=1e-5)
+    with pytest.raises(DataError, match="no images found"):
+        inference.classify(str(tmp_path / "empty*"), model=str(run), out=str(tmp_path / "x.csv"))
+
+
+def test_multilabel_and_hierarchy_runs_decode_as_they_were_trained(tmp_path):
+    hpa = write_hpa(tmp_path / "hpa", n_train=24, n_test=4, size=16, duplicates=0)
+    make_folds.main(str(hpa), out_dir=str(tmp_path / "hpa_csv"), n_folds=2, source="hpa", target="multilabel",
+                    grouped=False)
+    run = _run(tmp_path, "hpa_run", "configs/data/hpa.yml", hpa, "--data_params/source_params={classes: 8}",
+               *_fold(tmp_path / "hpa_csv"))
+    stacked = tmp_path / "stacks"  # one 4-channel TIFF per sample, stains in the run's order
+    import tifffile
+
+    for sid in ("te00000", "te00001"):
+        planes = [cv2.imread(str(hpa / "test" / f"{sid}_{s}.png"), cv2.IMREAD_UNCHANGED)
+                  for s in ("red", "green", "blue", "yellow")]
+        stacked.mkdir(exist_ok=True)
+        tifffile.imwrite(stacked / f"{sid}.tif", np.stack(planes))
+    table = pd.read_csv(inference.classify(str(stacked), model=str(run), out=str(tmp_path / "hpa.csv")),
+                        keep_default_na=False)
+    assert len(table) == 2 and (table["error"] == "").all() and "pred" in table.columns
+    assert all(set(str(cell).split()) <= {str(k) for k in range(8)} for cell in table["pred"])
+    moths = write_moths(tmp_path / "moths", per_species=12, rare=2, size=24)
+    make_folds.main(str(moths / "image_folder"), out_dir=str(tmp_path / "moth_csv"), n_folds=2, source="folder",
+                    grouped=False)
+    run = _run(tmp_path, "moth_run", "configs/data/moths.yml", moths / "image_folder",
+               "--data_params/min_samples=3", *_fold(tmp_path / "moth_csv"))
+    table = pd.read_csv(inference.classify(str(moths / "image_folder" / "Noctua pronuba"), model=str(run),
+                                           out=str(tmp_path / "moths.csv")), keep_default_na=False)
+    parents = json.loads((run / "checkpoints" / "labels.json").read_text())["parents"]
+    assert len(table) == 12 and {"pred_genus", "pred_group", "pred_family"} <= set(table.columns)
+    assert all(parents[s] == [g, gr, f] for s, g, gr, f in
+               table[["pred", "pred_genus", "pred_group", "pred_family"]].itertuples(index=False))

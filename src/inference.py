@@ -78,8 +78,9 @@ def predict(run_dir, out_dir, data_root=None, epoch: Optional[int] = None, sites
                            adabn=adabn))
 
 
-def classify(*images, model=None, out="classified.csv", tta: Optional[str] = None, reduce: Optional[str] = None,
-             batch_size: int = 32, num_workers: int = 0, device: str = "auto", top_k: int = 3, parquet: bool = False):
+def classify(*images, model=None, out="classified.csv", pattern: Optional[str] = None, tta: Optional[str] = None,
+             reduce: Optional[str] = None, batch_size: int = 32, num_workers: int = 0, device: str = "auto",
+             top_k: int = 3, parquet: bool = False):
     """Classify new, unlabelled images with finished runs (no labels, no split, no training config).
 
     Args:
@@ -89,6 +90,9 @@ def classify(*images, model=None, out="classified.csv", tta: Optional[str] = Non
             a list or "a,b" for several.
         out: the CSV written (path, pred and its probability, every hierarchy level or the multi-label
             set, top-k, one probability per class, error for an unreadable file, model ids).
+        pattern: one single-channel file per channel, grouped into samples by this file-name pattern,
+            e.g. "{sample}_w{channel}.png" (RxRx1) or "{sample}_{channel}.png" (HPA stain names);
+            other {fields} match anything. Default: one file per sample.
         tta: none | flip | d4 | five_crop | five_crop_flip (default: each run's predict_params/tta).
         reduce: mean | max over the TTA views (default: each run's).
         batch_size: samples per batch.
@@ -102,7 +106,7 @@ def classify(*images, model=None, out="classified.csv", tta: Optional[str] = Non
     if not model:
         raise SystemExit("classify: --model RUN_OR_TREE is required")
     models = model.split(",") if isinstance(model, str) else list(model)
-    return str(_classify(models, images, out, batch_size, num_workers, device, tta, reduce, top_k, parquet))
+    return str(_classify(models, images, out, batch_size, num_workers, device, tta, reduce, top_k, parquet, pattern))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """inference.py classify: new, unlabelled images through finished runs of every target kind."""
 import json
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -85,6 +86,16 @@ def test_multilabel_and_hierarchy_runs_decode_as_they_were_trained(tmp_path):
                         keep_default_na=False)
     assert len(table) == 2 and (table["error"] == "").all() and "pred" in table.columns
     assert all(set(str(cell).split()) <= {str(k) for k in range(8)} for cell in table["pred"])
+    # the same samples as HPA's one file per stain, grouped by the pattern (stain names, in the run's order)
+    per_stain = pd.read_csv(inference.classify(str(hpa / "test"), model=str(run), pattern="{sample}_{channel}.png",
+                                               out=str(tmp_path / "hpa_stains.csv")), keep_default_na=False)
+    assert len(per_stain) == 4 and (per_stain["error"] == "").all()
+    assert all([Path(f).stem.split("_")[1] for f in files.split(";")] == ["red", "green", "blue", "yellow"]
+               for files in per_stain["files"])
+    same = per_stain.set_index(per_stain["path"].map(lambda p: Path(p).name)).loc[["te00000", "te00001"]]
+    stack = table.set_index(table["path"].map(lambda p: Path(p).stem)).loc[["te00000", "te00001"]]
+    prob = [c for c in table.columns if c.startswith("prob_")]
+    assert np.allclose(same[prob].to_numpy(float), stack[prob].to_numpy(float), atol=1e-5)
     moths = write_moths(tmp_path / "moths", per_species=12, rare=2, size=24)
     make_folds.main(str(moths / "image_folder"), out_dir=str(tmp_path / "moth_csv"), n_folds=2, source="folder",
                     grouped=False)
@@ -96,3 +107,25 @@ def test_multilabel_and_hierarchy_runs_decode_as_they_were_trained(tmp_path):
     assert len(table) == 12 and {"pred_genus", "pred_group", "pred_family"} <= set(table.columns)
     assert all(parents[s] == [g, gr, f] for s, g, gr, f in
                table[["pred", "pred_genus", "pred_group", "pred_family"]].itertuples(index=False))
+
+
+def test_numbered_channel_files_and_incomplete_samples(manifest_run, tmp_path):
+    run, root = manifest_run
+    rgb = sorted((root / "images").glob("c1_*.png"))[:2]
+    for k, path in enumerate(rgb):  # RxRx1-style names: one grey file per channel
+        img = cv2.imread(str(path))[..., ::-1]
+        for c in range(3):
+            if not (k == 1 and c == 2):  # the second sample lacks channel 3
+                cv2.imwrite(str(tmp_path / f"s{k}_w{c + 1}.png"), img[..., c])
+    (tmp_path / "notes.txt.png").write_bytes(b"x")
+    table = pd.read_csv(inference.classify(str(tmp_path), model=str(run), pattern="{sample}_w{channel}.png",
+                                           out=str(tmp_path / "out" / "p.csv")), keep_default_na=False)
+    errors = table.set_index("path")["error"]
+    assert errors[str(tmp_path / "s0")] == "" and "no file for channel(s) [3]" in errors[str(tmp_path / "s1")]
+    assert "does not match --pattern" in errors[str(tmp_path / "notes.txt.png")]
+    whole = pd.read_csv(inference.classify(str(rgb[0]), model=str(run), out=str(tmp_path / "whole.csv")))
+    prob = [c for c in whole.columns if c.startswith("prob_")]
+    assert np.allclose(table.set_index("path").loc[str(tmp_path / "s0"), prob].to_numpy(float),
+                       whole[prob].to_numpy(float)[0], atol=1e-5)
+    with pytest.raises(DataError, match="must name {sample} and {channel}"):
+        inference.classify(str(tmp_path), model=str(run), pattern="{id}.png", out=str(tmp_path / "x.csv"))

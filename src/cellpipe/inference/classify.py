@@ -7,11 +7,15 @@ with: its channels and their order, rescale rule, image size, the normalisation 
 its checkpoint, its TTA views and reducer, its fitted thresholds (multi-label) and its joint
 hierarchy decoding. Several runs (the folds of a run tree, or a list) are averaged as the ensemble
 averages them. Files that cannot be read are listed in the output with the reason; the rest are
-classified. This version reads one file per sample (RGB, grey or a multi-page TIFF stack).
+classified. A sample is one file (RGB, grey or a multi-page TIFF stack), or, with a ``pattern`` such
+as ``{sample}_w{channel}.png`` (RxRx1), ``{sample}_{channel}.png`` (HPA stains) or
+``{sample}-ch{channel}sk1fk1fl1.tiff`` (Opera Phenix), one single-channel file per channel, grouped by
+the ``{sample}`` part (and the folder); other ``{fields}`` match anything.
 """
 import glob
 import hashlib
 import logging
+import re
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -36,16 +40,19 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 class ImageFiles(Source):
-    """The listed files as a test split: one sample per file, ``n_channels`` channels each."""
+    """The listed samples as a test split: ``samples`` maps a sample id to its one file (``n_channels``
+    channels) or to its list of single-channel files, one per channel in order."""
 
     name = "files"
 
-    def __init__(self, paths: Sequence[str], n_channels: int, rescale: Optional[dict] = None):
+    def __init__(self, samples: dict, n_channels: int, rescale: Optional[dict] = None):
         super().__init__("/", rescale=rescale)  # the run's rule for deeper-than-8-bit files
-        self.paths, self._n = [str(p) for p in paths], int(n_channels)
+        self.samples, self._n = dict(samples), int(n_channels)
+        self.per_channel_files = any(isinstance(v, (list, tuple)) for v in self.samples.values())
+        self.paths = list(self.samples)
 
     def build_catalog(self) -> pd.DataFrame:
-        return pd.DataFrame({"id": self.paths, "split": "test", "label": None, "path": self.paths})
+        return pd.DataFrame({"id": self.paths, "split": "test", "label": None})
 
     def describe(self) -> str:
         return f"{len(self.paths)} image file(s)"
@@ -55,7 +62,38 @@ class ImageFiles(Source):
         return [f"channel {c}" for c in range(1, self._n + 1)]
 
     def image_files(self, row, site: int, channels) -> List[Path]:
-        return [Path(row["path"])]
+        files = self.samples[row["id"]]
+        return [Path(files[c - 1]) for c in channels] if self.per_channel_files else [Path(files)]
+
+
+def pattern_regex(pattern: str) -> "re.Pattern":
+    """``{sample}`` and ``{channel}`` become named groups of the file name; other fields match anything."""
+    if "{sample}" not in pattern or "{channel}" not in pattern:
+        raise DataError(f"--pattern {pattern!r} must name {{sample}} and {{channel}}")
+    parts = re.split(r"(\{\w+\})", pattern)
+    out = "".join("(?P<sample>.+?)" if p == "{sample}" else "(?P<channel>[^/]+?)" if p == "{channel}"
+                  else ".+?" if re.fullmatch(r"\{\w+\}", p) else re.escape(p) for p in parts)
+    return re.compile(out + "$")
+
+
+def group_channels(paths: Sequence[str], pattern: str, channel_names: Sequence[str]):
+    """({sample id: [file per channel 1..n]}, [(path or sample, reason)]): files grouped by the pattern's
+    {sample}; {channel} is a 1-based number or one of ``channel_names`` (e.g. HPA's stains)."""
+    rx, groups, bad = pattern_regex(pattern), {}, []
+    names = {str(n): i + 1 for i, n in enumerate(channel_names)}
+    for path in paths:
+        m = rx.match(Path(path).name)
+        if not m:
+            bad.append((path, f"file name does not match --pattern {pattern!r}"))
+            continue
+        ch = m["channel"]
+        number = int(ch) if ch.isdigit() else names.get(ch)
+        if number is None:
+            bad.append((path, f"channel {ch!r} is neither a number nor one of {list(channel_names)}"))
+            continue
+        groups.setdefault(str(Path(path).parent / m["sample"]), {})[number] = path
+    return groups, bad
+
 
 
 def gather(inputs: Sequence[str]) -> List[str]:
@@ -77,6 +115,29 @@ def gather(inputs: Sequence[str]) -> List[str]:
     if not out:
         raise DataError(f"no images found in {list(inputs)}")
     return list(dict.fromkeys(out))
+
+
+def complete(groups: dict, channels: Sequence[int]):
+    """(samples with a readable single-channel file for every channel up to the model's last, [(sample,
+    reason)])."""
+    need = list(range(1, max(channels) + 1))
+    ok, bad = {}, []
+    for sample, files in groups.items():
+        missing = [c for c in need if c not in files]
+        if missing:
+            bad.append((sample, f"no file for channel(s) {missing}"))
+            continue
+        try:
+            planes = [read_image(files[c]) for c in need]
+        except DataError as e:
+            bad.append((sample, str(e)))
+            continue
+        deep = [files[c] for c, p in zip(need, planes) if p.ndim == 3 and p.shape[-1] != 1]
+        if deep:
+            bad.append((sample, f"{deep[0]} has several channels; --pattern needs one channel per file"))
+        else:
+            ok[sample] = [files[c] for c in need]
+    return ok, bad
 
 
 def readable(paths: Sequence[str], channels: Sequence[int]) -> Tuple[List[str], List[Tuple[str, str]], int]:
@@ -121,13 +182,13 @@ def run_dirs(models: Sequence[str]) -> List[Path]:
     return out
 
 
-def run_probabilities(run_dir: Path, paths: List[str], n_channels: int, device, batch_size: int, num_workers: int,
+def run_probabilities(run_dir: Path, samples: dict, n_channels: int, device, batch_size: int, num_workers: int,
                       tta=None, reduce=None):
     """(probabilities of ``paths`` by one run, its label map, its thresholds or None)."""
     model, cfg, labels, payload = load_run(run_dir, device, check_folder=False)
     dp = _data_params(cfg, None, None, None)
     dp.update(cache=None, check_files=False, valid_sites=[1])
-    source = ImageFiles(paths, n_channels, dp.get("rescale"))
+    source = ImageFiles(samples, n_channels, dp.get("rescale"))
     table = finish_table(source.build_catalog(), source.describe())
     if dp["normalization"] not in ("none", "dataset", "image"):
         raise DataError(f"{run_dir}: the run normalises per '{dp['normalization']}' (a group of its own data); "
@@ -144,20 +205,38 @@ def run_probabilities(run_dir: Path, paths: List[str], n_channels: int, device, 
     return labels.probabilities(logits), labels, labels.read_thresholds(run_dir / layout.THRESHOLDS)
 
 
+def run_channel_names(cfg: dict) -> List[str]:
+    """The run's source's channel names when the adapter knows them without data (HPA's stains), else []."""
+    from cellpipe.sources import make_source
+
+    try:
+        return list(make_source(dict(cfg["data_params"], root="/")).channel_names)
+    except Exception:  # noqa: BLE001 - adapters that name channels from their files: numbers only
+        return []
+
+
 def classify(models: Sequence[str], inputs: Sequence[str], out: str, batch_size: int = 32, num_workers: int = 0,
              device: str = "auto", tta: Optional[str] = None, reduce: Optional[str] = None, top_k: int = 3,
-             parquet: bool = False) -> Path:
+             parquet: bool = False, pattern: Optional[str] = None) -> Path:
     """Classify ``inputs`` with the runs of ``models`` and write ``out`` (CSV; + .parquet beside it)."""
     runs = run_dirs(models)
     device = resolve_device(device)
     paths = gather(inputs)
     first_cfg = load_run(runs[0], "cpu", check_folder=False)[1]
-    ok, bad, n_channels = readable(paths, first_cfg["data_params"]["channels"])
+    channels = first_cfg["data_params"]["channels"]
+    if pattern:
+        groups, bad = group_channels(paths, pattern, run_channel_names(first_cfg))
+        samples, missing = complete(groups, channels)
+        bad, n_channels = bad + missing, max(channels)
+    else:
+        ok, bad, n_channels = readable(paths, channels)
+        samples = {p: p for p in ok}
+    ok = list(samples)
     parts = []
     if ok:
         probs, labels, thresholds = None, None, []
         for r in runs:
-            p, lab, th = run_probabilities(r, ok, n_channels, device, batch_size, num_workers, tta, reduce)
+            p, lab, th = run_probabilities(r, samples, n_channels, device, batch_size, num_workers, tta, reduce)
             if labels is not None and list(lab.classes) != list(labels.classes):
                 raise DataError(f"{r}: its classes differ from {runs[0]}'s; classify averages runs of one label map")
             probs = p if probs is None else probs + p
@@ -169,7 +248,10 @@ def classify(models: Sequence[str], inputs: Sequence[str], out: str, batch_size:
         decoded = labels.decode(probs, th)
         order = np.argsort(-probs[:, :len(labels.classes)], axis=1)[:, :top_k]
         top = {f"top{k + 1}": [labels.classes[i] for i in order[:, k]] for k in range(min(top_k, order.shape[1]))}
-        parts.append(pd.concat([pd.DataFrame({"path": ok}), decoded, pd.DataFrame(top),
+        where = pd.DataFrame({"path": ok})
+        if pattern:  # the sample's files, channel 1 first
+            where["files"] = [";".join(samples[s]) for s in ok]
+        parts.append(pd.concat([where, decoded, pd.DataFrame(top),
                                 pd.DataFrame(probs, columns=labels.prob_columns())], axis=1).assign(error=""))
     if bad:
         parts.append(pd.DataFrame({"path": [b[0] for b in bad], "error": [b[1] for b in bad]}))

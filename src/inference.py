@@ -4,6 +4,7 @@
         --model_name=se_resnext50_32x4d --out_dir=/predictions/pseudo/ [--tta=flip] [--reduce=max]
     python src/inference.py predict --run_dir=/logs/x --out_dir=/predictions/x [--epoch=7]
     python src/inference.py classify NEW_IMAGES/ more.png "shots/*.tif" --model /logs/manifest --out classified.csv
+    python src/inference.py export --model /logs/manifest --out /models/manifest_v1   # then classify --model it
 
 ``predict-all`` walks the seed's tree ``{model_root}/{channels}/fold_{k}/{model_name}/``
 and writes ``{out_dir}/{channels}/fold_{k}/{model_name}/`` (pred_test.npy in the test
@@ -109,5 +110,24 @@ def classify(*images, model=None, out="classified.csv", pattern: Optional[str] =
     return str(_classify(models, images, out, batch_size, num_workers, device, tta, reduce, top_k, parquet, pattern))
 
 
+def export(model=None, out=None):
+    """Write a self-contained model package (weights, label map, channels, normalisation statistics,
+    rescale rule, image size, TTA, thresholds, hierarchy, resolved configs, SHA-256 hashes) for classify.
+
+    Args:
+        model: a finished run folder, or a run tree (every finished run under it: an ensemble); a list
+            or "a,b" for several.
+        out: the package folder (written in full, then renamed into place).
+    """
+    from cellpipe.inference.classify import run_dirs
+    from cellpipe.inference.package import export as _export
+
+    if not model or not out:
+        raise SystemExit("export: --model RUN_OR_TREE and --out PACKAGE are required")
+    models = model.split(",") if isinstance(model, str) else list(model)
+    return str(_export(run_dirs(models), Path(out)))
+
+
 if __name__ == "__main__":
-    cli.run({"predict-all": predict_all, "predict_all": predict_all, "predict": predict, "classify": classify})
+    cli.run({"predict-all": predict_all, "predict_all": predict_all, "predict": predict, "classify": classify,
+             "export": export})

@@ -14,7 +14,7 @@ from cellpipe.core.errors import DataError
 from cellpipe.demo.generic import write_manifest
 from cellpipe.demo.hpa import write_hpa
 from cellpipe.demo.moths import write_moths
-from conftest import untrained_run
+from conftest import TINY_MODEL, untrained_run
 
 
 def _run(tmp_path, name, overlay, root, *extra):
@@ -56,7 +56,7 @@ def test_files_folders_globs_and_tables_with_unreadable_ones_listed(manifest_run
     assert "cannot decode image" in errors[str(new / "broken.png")]
     assert "1 channel(s); the model reads channels [1, 2, 3]" in errors[str(new / "grey.png")]
     assert "image file not found" in errors[str(tmp_path / "missing.png")]
-    assert table["model"].str.fullmatch(r"run@[0-9a-f]{12}").all()
+    assert table["model"].str.fullmatch(rf"{TINY_MODEL}@[0-9a-f]{{12}}").all()
     assert len(pd.read_parquet(tmp_path / "o" / "pred.parquet")) == len(table)
     # two runs of one label map are averaged: the same run twice gives the same probabilities
     twice = pd.read_csv(inference.classify(str(root / "images" / "c0_*.png"), model=f"{run},{run}",
@@ -129,3 +129,28 @@ def test_numbered_channel_files_and_incomplete_samples(manifest_run, tmp_path):
                        whole[prob].to_numpy(float)[0], atol=1e-5)
     with pytest.raises(DataError, match="must name {sample} and {channel}"):
         inference.classify(str(tmp_path), model=str(run), pattern="{id}.png", out=str(tmp_path / "x.csv"))
+
+
+def test_a_package_classifies_without_the_run_tree_and_refuses_edits(manifest_run, tmp_path):
+    run, root = manifest_run
+    tree = tmp_path / "tree"
+    for fold in (0, 1):
+        shutil.copytree(run, tree / "[all]" / f"fold_{fold}" / run.name)
+    package = tmp_path / "pkg"
+    inference.export(model=str(tree), out=str(package))
+    meta = json.loads((package / "package.json").read_text())
+    assert len(meta["members"]) == 2 and meta["channels"] == [1, 2, 3] and meta["classes"] == ["c0", "c1", "c2", "c3"]
+    assert meta["image_size"] == 32 and meta["tta"] == "d4" and len(meta["sha256"]) == 64
+    images = str(root / "images" / "c2_*.png")
+    from_tree = pd.read_csv(inference.classify(images, model=str(tree), out=str(tmp_path / "a.csv")))
+    shutil.rmtree(tree)  # the package alone
+    from_pkg = pd.read_csv(inference.classify(images, model=str(package), out=str(tmp_path / "b.csv")))
+    prob = [c for c in from_tree.columns if c.startswith("prob_")]
+    assert np.allclose(from_tree[prob].to_numpy(float), from_pkg[prob].to_numpy(float), atol=1e-6)
+    assert (from_tree["model"] == from_pkg["model"]).all()  # ids are checkpoint hashes, not paths
+    # an edited file is named, and nothing is classified
+    config = next(package.rglob("config.yml"))
+    config.write_text(config.read_text() + "\n# edited\n")
+    with pytest.raises(DataError, match=r"config.yml does not match its recorded SHA-256"):
+        inference.classify(images, model=str(package), out=str(tmp_path / "c.csv"))
+    assert not (tmp_path / "c.csv").exists()

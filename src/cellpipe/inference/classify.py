@@ -162,16 +162,24 @@ def readable(paths: Sequence[str], channels: Sequence[int]) -> Tuple[List[str], 
 
 
 def model_id(run_dir: Path) -> str:
-    """The run folder and the first 12 hex digits of its checkpoint's SHA-256."""
+    """The run's backbone name and the first 12 hex digits of its checkpoint's SHA-256: the same for
+    a run and its copy in a model package."""
+    from cellpipe.core import config as cfglib
+
     digest = hashlib.sha256((run_dir / layout.FINAL_CHECKPOINT).read_bytes()).hexdigest()[:12]
-    return f"{run_dir.name}@{digest}"
+    return f"{cfglib.read_run_config(run_dir / layout.CONFIG_FILE)['model_params']['model_name']}@{digest}"
 
 
 def run_dirs(models: Sequence[str]) -> List[Path]:
-    """Run folders: each item a finished run (DONE.json) or a run tree searched for them."""
+    """Run folders: each item a finished run (DONE.json), a model package (checked against its hashes)
+    or a run tree searched for them."""
+    from cellpipe.inference.package import PACKAGE_FILE, verify
+
     out = []
     for m in models:
         m = Path(m)
+        if (m / PACKAGE_FILE).is_file():
+            verify(m)
         if (m / layout.DONE_FILE).is_file():
             out.append(m)
         else:

@@ -21,6 +21,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from cellpipe.core import layout
 from cellpipe.core.errors import DataError
@@ -122,7 +123,7 @@ def complete(groups: dict, channels: Sequence[int]):
     reason)])."""
     need = list(range(1, max(channels) + 1))
     ok, bad = {}, []
-    for sample, files in groups.items():
+    for sample, files in tqdm(groups.items(), desc="check samples", unit="sample", leave=False):
         missing = [c for c in need if c not in files]
         if missing:
             bad.append((sample, f"no file for channel(s) {missing}"))
@@ -144,7 +145,7 @@ def readable(paths: Sequence[str], channels: Sequence[int]) -> Tuple[List[str], 
     """(paths that decode and hold the run's ``channels``, [(path, reason)] of the others, their channel
     count: that of the first readable file, which every other must share)."""
     ok, bad, count = [], [], None
-    for path in paths:
+    for path in tqdm(paths, desc="check images", unit="file", leave=False):
         try:
             img = read_image(path)
         except DataError as e:

@@ -84,17 +84,16 @@ def project(row, cfg, data, csv, truth, out: Path, python, extra=(), predict=())
 def load_split(source, dp, name, csv, labels, size, truth=None):
     """Images (N x C x H x W uint8, resized as the run resizes) and the run's targets of one split
     (labels from ``truth``, a CSV of id, label, when given)."""
-    from cellpipe.core.images import resize_planes
     from cellpipe.data.build import split_table
+    from cellpipe.data.cache import uint8_planes
 
     table = split_table(source, dp, name, csv)
     if truth is not None:
         known = pd.read_csv(truth, dtype=str).set_index("id")["label"]
         table = table.assign(label=table["id"].astype(str).map(known).to_numpy())
-    # the run's own reader and resize (any channel count), rounded to uint8 as a packed cache is
-    x = np.stack([np.stack(resize_planes(source.load_planes(r, 1, dp["channels"]), size))
-                  for r in table.to_dict("records")])
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8), labels.encode(table, f"{name} split")
+    # the run's own reader and resize (any channel count), rounded to uint8 as its image cache is
+    x = np.stack([np.stack(uint8_planes(source, r, 1, dp["channels"], size)) for r in table.to_dict("records")])
+    return x, labels.encode(table, f"{name} split")
 
 
 def plain(run_dir: Path, epochs: int, params: dict, truth: Path) -> dict:

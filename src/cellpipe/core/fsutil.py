@@ -1,5 +1,6 @@
 """Atomic writes: files and whole folder trees appear complete or not at all."""
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -106,3 +107,12 @@ def replace_dir(staged: Path, target: Path) -> None:
         os.replace(old, target)
         raise
     shutil.rmtree(old)
+
+
+def file_sha256(path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks (checkpoints can be large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

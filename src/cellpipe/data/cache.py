@@ -42,6 +42,12 @@ def site_files(source, row, site: int) -> List[Path]:
     return list(dict.fromkeys(source.image_files(row, site, list(range(1, source.n_channels + 1)))))
 
 
+def uint8_planes(source, row, site: int, channels, image_size: int) -> List[np.ndarray]:
+    """One site's planes as a cache stores them: resized to ``image_size`` and rounded to uint8."""
+    return [p if p.dtype == np.uint8 else np.clip(np.rint(p), 0, 255).astype(np.uint8)
+            for p in resize_planes(source.load_planes(row, site, list(channels)), int(image_size))]
+
+
 def site_key(source, row, site: int, files: Optional[List[Path]] = None) -> str:
     path = (files or site_files(source, row, site))[0]
     try:
@@ -96,8 +102,7 @@ def pack(source, root, image_size: int, force: bool = False) -> Path:
             array = np.lib.format.open_memmap(staged / IMAGES, mode="w+", dtype=np.uint8, shape=shape)
             channels = list(range(1, source.n_channels + 1))
             for i, (row, site, _) in enumerate(tqdm(items, desc="pack cache", unit="site")):
-                for c, plane in enumerate(resize_planes(source.load_planes(row, site, channels), int(image_size))):
-                    array[i, c] = plane if plane.dtype == np.uint8 else np.clip(np.rint(plane), 0, 255)
+                array[i] = np.stack(uint8_planes(source, row, site, channels, image_size))
             array.flush()
             del array
             fsutil.write_csv(pd.DataFrame({"key": [k for _, _, k in items]}), staged / INDEX)
@@ -118,7 +123,7 @@ class MemoryImages:
     def __init__(self, image_size: int, max_gb: float):
         self.image_size = int(image_size)
         self.max_bytes = float(max_gb) * 2 ** 30
-        self.planes, self.bytes = {}, 0
+        self.planes, self.bytes, self.full = {}, 0, False
 
     def has(self, source, row, site: int) -> bool:
         return False  # nothing is held before its first read: every file is still checked
@@ -127,13 +132,12 @@ class MemoryImages:
         key = (site_key(source, row, site), tuple(channels))
         if key in self.planes:
             return self.planes[key]
-        planes = [p if p.dtype == np.uint8 else np.clip(np.rint(p), 0, 255).astype(np.uint8)
-                  for p in resize_planes(source.load_planes(row, site, list(channels)), self.image_size)]
+        planes = uint8_planes(source, row, site, channels, self.image_size)
         size = sum(p.nbytes for p in planes)
-        if self.bytes + size <= self.max_bytes:
+        if not self.full and self.bytes + size <= self.max_bytes:
             self.planes[key], self.bytes = planes, self.bytes + size
-        elif self.bytes <= self.max_bytes:  # the first site that does not fit: say so once
-            self.bytes = self.max_bytes + 1
+        elif not self.full:  # the first site that does not fit: say so once
+            self.full = True
             log.warning("data_params/cache=memory is full (data_params/cache_max_gb=%.3g GB): further sites are "
                         "read from their files", self.max_bytes / 2 ** 30)
         return planes

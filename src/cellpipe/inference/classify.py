@@ -13,7 +13,6 @@ as ``{sample}_w{channel}.png`` (RxRx1), ``{sample}_{channel}.png`` (HPA stains) 
 the ``{sample}`` part (and the folder); other ``{fields}`` match anything.
 """
 import glob
-import hashlib
 import logging
 import re
 from pathlib import Path
@@ -23,16 +22,17 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from cellpipe.core import config as cfglib
 from cellpipe.core import layout
 from cellpipe.core.errors import DataError
-from cellpipe.core.fsutil import write_csv
+from cellpipe.core.fsutil import file_sha256, write_csv
 from cellpipe.core.images import read_image
 from cellpipe.core.tables import read_table, write_table
 from cellpipe.data.build import context_spec, make_eval_dataset
 from cellpipe.data.normalize import make_normalizer
 from cellpipe.data.tta import tta_views
 from cellpipe.inference.predict import _data_params, load_run, resolve_device, tta_settings
-from cellpipe.sources.base import Source, finish_table
+from cellpipe.sources.base import Source
 from cellpipe.training.evaluate import predict_logits
 
 log = logging.getLogger("inference")
@@ -50,13 +50,12 @@ class ImageFiles(Source):
         super().__init__("/", rescale=rescale)  # the run's rule for deeper-than-8-bit files
         self.samples, self._n = dict(samples), int(n_channels)
         self.per_channel_files = any(isinstance(v, (list, tuple)) for v in self.samples.values())
-        self.paths = list(self.samples)
 
     def build_catalog(self) -> pd.DataFrame:
-        return pd.DataFrame({"id": self.paths, "split": "test", "label": None})
+        return pd.DataFrame({"id": list(self.samples), "split": "test", "label": None})
 
     def describe(self) -> str:
-        return f"{len(self.paths)} image file(s)"
+        return f"{len(self.samples)} image sample(s)"
 
     @property
     def channel_names(self) -> List[str]:
@@ -165,9 +164,7 @@ def readable(paths: Sequence[str], channels: Sequence[int]) -> Tuple[List[str], 
 def model_id(run_dir: Path) -> str:
     """The run's backbone name and the first 12 hex digits of its checkpoint's SHA-256: the same for
     a run and its copy in a model package."""
-    from cellpipe.core import config as cfglib
-
-    digest = hashlib.sha256((run_dir / layout.FINAL_CHECKPOINT).read_bytes()).hexdigest()[:12]
+    digest = file_sha256(run_dir / layout.FINAL_CHECKPOINT)[:12]
     return f"{cfglib.read_run_config(run_dir / layout.CONFIG_FILE)['model_params']['model_name']}@{digest}"
 
 
@@ -193,12 +190,12 @@ def run_dirs(models: Sequence[str]) -> List[Path]:
 
 def run_probabilities(run_dir: Path, samples: dict, n_channels: int, device, batch_size: int, num_workers: int,
                       tta=None, reduce=None):
-    """(probabilities of ``paths`` by one run, its label map, its thresholds or None)."""
+    """(probabilities of ``samples`` by one run, its label map, its thresholds or None)."""
     model, cfg, labels, payload = load_run(run_dir, device, check_folder=False)
     dp = _data_params(cfg, None, None, None)
     dp.update(cache=None, check_files=False, valid_sites=[1])
     source = ImageFiles(samples, n_channels, dp.get("rescale"))
-    table = finish_table(source.build_catalog(), source.describe())
+    table = source.catalog()
     if dp["normalization"] not in ("none", "dataset", "image"):
         raise DataError(f"{run_dir}: the run normalises per '{dp['normalization']}' (a group of its own data); "
                         "classify needs normalization none, image or dataset")
@@ -231,7 +228,7 @@ def classify(models: Sequence[str], inputs: Sequence[str], out: str, batch_size:
     runs = run_dirs(models)
     device = resolve_device(device)
     paths = gather(inputs)
-    first_cfg = load_run(runs[0], "cpu", check_folder=False)[1]
+    first_cfg = cfglib.read_run_config(runs[0] / layout.CONFIG_FILE)  # channels, before any model is built
     channels = first_cfg["data_params"]["channels"]
     if pattern:
         groups, bad = group_channels(paths, pattern, run_channel_names(first_cfg))

@@ -20,19 +20,11 @@ from typing import List, Sequence
 from cellpipe.core import config as cfglib
 from cellpipe.core import layout
 from cellpipe.core.errors import DataError
-from cellpipe.core.fsutil import staged_dir, write_text
+from cellpipe.core.fsutil import file_sha256, staged_dir, write_text
 
 PACKAGE_FILE = "package.json"
 MEMBER_FILES = (layout.CONFIG_FILE, layout.DONE_FILE, layout.FINAL_CHECKPOINT, layout.LABELS_CHECKPOINT,
                 layout.THRESHOLDS)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _channel_names(cfg: dict) -> List[str]:
@@ -68,7 +60,7 @@ def export(runs: Sequence[Path], out: Path) -> Path:
                     dest = staged / folder / name
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(run / name, dest)
-                    files[f"{folder}/{name}"] = sha256(dest)
+                    files[f"{folder}/{name}"] = file_sha256(dest)
         meta = {"format": 1, "kind": first[1].get("kind", "single"), "classes": first[1].get("classes"),
                 "levels": first[1].get("levels"), "channels": dp["channels"], "channel_names": _channel_names(cfg),
                 "image_size": dp["image_size"], "rescale": dp.get("rescale"), "normalization": dp["normalization"],
@@ -88,6 +80,6 @@ def verify(package: Path) -> dict:
         path = package / name
         if not path.is_file():
             raise DataError(f"model package {package}: {name} is missing")
-        if sha256(path) != digest:
+        if file_sha256(path) != digest:
             raise DataError(f"model package {package}: {name} does not match its recorded SHA-256 (damaged or edited)")
     return meta

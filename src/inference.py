@@ -119,8 +119,8 @@ def export(model=None, out=None):
             or "a,b" for several.
         out: the package folder (written in full, then renamed into place).
     """
-    from cellpipe.inference.classify import run_dirs
     from cellpipe.inference.package import export as _export
+    from cellpipe.inference.predictor import run_dirs
 
     if not model or not out:
         raise SystemExit("export: --model RUN_OR_TREE and --out PACKAGE are required")

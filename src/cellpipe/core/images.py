@@ -39,34 +39,53 @@ def read_image(path) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"image file not found: {path}")
     if path.suffix.lower() in TIFF:
-        img = _read_tiff(path)
-    else:
-        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise DataError(f"cannot decode image (corrupt or unsupported format): {path}")
-        if img.ndim == 3 and img.shape[2] in (3, 4):
-            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB if img.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
-    if img.ndim == 2:
-        img = img[..., None]
-    if img.ndim != 3 or min(img.shape[:2]) < 1:
-        raise DataError(f"expected a 2-D image (optionally with channels), got shape {img.shape}: {path}")
+        return _channels_last(_read_tiff(path, path), path)
+    return _channels_last(_decode_other(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), path), path)
+
+
+def decode_image(data: bytes, name: str = "upload") -> np.ndarray:
+    """The bytes of an image file (an upload) as ``read_image`` returns that file: TIFF by its magic
+    number, everything else through OpenCV; ``name`` only labels errors."""
+    if not data:
+        raise DataError(f"{name}: empty file")
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        import io
+
+        return _channels_last(_read_tiff(io.BytesIO(data), name), name)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    return _channels_last(_decode_other(img, name), name)
+
+
+def _decode_other(img: Optional[np.ndarray], name) -> np.ndarray:
+    if img is None:
+        raise DataError(f"cannot decode image (corrupt or unsupported format): {name}")
+    if img.ndim == 3 and img.shape[2] in (3, 4):
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB if img.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
     return img
 
 
-def _read_tiff(path: Path) -> np.ndarray:
+def _channels_last(img: np.ndarray, name) -> np.ndarray:
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.ndim != 3 or min(img.shape[:2]) < 1:
+        raise DataError(f"expected a 2-D image (optionally with channels), got shape {img.shape}: {name}")
+    return img
+
+
+def _read_tiff(file, name) -> np.ndarray:
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tif:
+        with tifffile.TiffFile(file) as tif:
             series = tif.series[0]
             axes, img = series.axes, series.asarray()
     except Exception as e:  # tifffile raises many kinds (TiffFileError, ValueError, struct.error...)
-        raise DataError(f"cannot decode TIFF {path}: {type(e).__name__}: {e}") from None
+        raise DataError(f"cannot decode TIFF {name}: {type(e).__name__}: {e}") from None
     img = np.squeeze(img) if img.ndim > 3 else img
     if img.ndim == 3 and not axes.endswith("S"):
         img = np.moveaxis(img, 0, -1)  # pages / C / Z first -> channels last
     if img.ndim > 3:
-        raise DataError(f"TIFF {path} has axes {axes} and shape {img.shape}; expected YX, YXS or one extra axis")
+        raise DataError(f"TIFF {name} has axes {axes} and shape {img.shape}; expected YX, YXS or one extra axis")
     return img
 
 

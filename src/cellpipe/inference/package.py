@@ -1,6 +1,6 @@
 """A model package: one self-contained folder from a run or an ensemble of runs, for ``classify``.
 
-    {package}/package.json            kind, classes, channels (numbers and names), image size, rescale
+    {package}/package.json            kind, classes, channels (numbers, names, montage colours), image size, rescale
                                       rule, normalisation, TTA, members, the SHA-256 of every file and
                                       of the whole package
     {package}/members/{k}_{name}/     per run: config.yml (resolved), DONE.json, checkpoints/best.pth
@@ -15,7 +15,7 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import List, Sequence
+from typing import Sequence
 
 from cellpipe.core import config as cfglib
 from cellpipe.core import layout
@@ -27,11 +27,38 @@ MEMBER_FILES = (layout.CONFIG_FILE, layout.DONE_FILE, layout.FINAL_CHECKPOINT, l
                 layout.THRESHOLDS)
 
 
-def _channel_names(cfg: dict) -> List[str]:
-    from cellpipe.inference.classify import run_channel_names
+def channel_info(cfg: dict, channels: Sequence[int]):
+    """(names, colours) of ``channels`` of the run's source: the adapter's when it knows them without
+    data (HPA's stains, RxRx1's dyes), else "channel k" and the default palette at an 8-bit window."""
+    from cellpipe.sources import make_source
+    from cellpipe.sources.base import PALETTE
 
-    names, channels = run_channel_names(cfg), cfg["data_params"]["channels"]
-    return [names[c - 1] for c in channels] if len(names) >= max(channels) else [f"channel {c}" for c in channels]
+    try:
+        source = make_source(dict(cfg["data_params"], root="/"))
+        names, colours = list(source.channel_names), list(source.colours())
+    except Exception:  # noqa: BLE001 - adapters that learn their channels from their files
+        names, colours = [], []
+    if len(names) < max(channels) or len(colours) < max(channels):
+        names = [f"channel {c}" for c in range(1, max(channels) + 1)]
+        colours = [(PALETTE[(c - 1) % len(PALETTE)], 255.0) for c in range(1, max(channels) + 1)]
+    return [names[c - 1] for c in channels], [[list(colours[c - 1][0]), float(colours[c - 1][1])] for c in channels]
+
+
+def model_card(runs: Sequence[Path]) -> dict:
+    """What a user of the runs needs to know without opening them: kind, classes (and hierarchy
+    levels), channels with names and montage colours, image size, rescale rule, normalisation, TTA."""
+    run = Path(runs[0])
+    labels = json.loads((run / layout.LABELS_CHECKPOINT).read_text())
+    cfg = cfglib.read_run_config(run / layout.CONFIG_FILE)
+    dp, pp = cfg["data_params"], cfg.get("predict_params") or {}
+    # every channel some run reads (RxRx1 ensembles combine runs of different channel combinations)
+    channels = sorted({c for r in runs for c in cfglib.read_run_config(Path(r) / layout.CONFIG_FILE)
+                       ["data_params"]["channels"]})
+    names, colours = channel_info(cfg, channels)
+    return {"kind": labels.get("kind", "single"), "classes": labels.get("classes"), "levels": labels.get("levels"),
+            "channels": channels, "channel_names": names, "colours": colours, "image_size": dp["image_size"],
+            "rescale": dp.get("rescale"), "normalization": dp["normalization"], "tta": pp.get("tta") or "none",
+            "reduce": pp.get("reduce") or "mean", "source": dp["source"], "n_members": len(runs)}
 
 
 def export(runs: Sequence[Path], out: Path) -> Path:
@@ -50,8 +77,6 @@ def export(runs: Sequence[Path], out: Path) -> Path:
             raise DataError(f"{run}: its classes differ from {runs[0]}'s; a package holds runs of one label map")
         first = first or (run, labels)
         members.append((f"members/{k}_{run.name}", run))
-    cfg = cfglib.read_run_config(first[0] / layout.CONFIG_FILE)
-    dp, pp = cfg["data_params"], cfg.get("predict_params") or {}
     with staged_dir(out) as staged:
         files = {}
         for folder, run in members:
@@ -61,11 +86,7 @@ def export(runs: Sequence[Path], out: Path) -> Path:
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(run / name, dest)
                     files[f"{folder}/{name}"] = file_sha256(dest)
-        meta = {"format": 1, "kind": first[1].get("kind", "single"), "classes": first[1].get("classes"),
-                "levels": first[1].get("levels"), "channels": dp["channels"], "channel_names": _channel_names(cfg),
-                "image_size": dp["image_size"], "rescale": dp.get("rescale"), "normalization": dp["normalization"],
-                "tta": pp.get("tta") or "none", "reduce": pp.get("reduce") or "mean",
-                "source": dp["source"], "members": [{"folder": f, "run": str(r)} for f, r in members],
+        meta = {"format": 1, **model_card(runs), "members": [{"folder": f, "run": str(r)} for f, r in members],
                 "files": files}
         meta["sha256"] = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
         write_text(json.dumps(meta, indent=2) + "\n", staged / PACKAGE_FILE)

@@ -108,18 +108,26 @@ class Source:
         """H x W x len(channels): uint8 as stored, other depths as float32 in 8-bit units."""
         return np.stack(self.load_planes(row, site, channels), axis=-1)
 
+    def read_arrays(self, row, site: int, channels: Sequence[int]) -> Tuple[List[np.ndarray], List]:
+        """(the decoded files of ``row``'s ``site`` in their own dtype, their names for messages): one
+        per channel, or the one file of the sample. Sources whose images are already in memory
+        override this."""
+        files = self.image_files(row, site, channels)
+        files = files if self.per_channel_files else files[:1]
+        return [read_image(f) for f in files], files
+
     def load_planes(self, row, site: int, channels: Sequence[int]) -> List[np.ndarray]:
         """The same as ``load``, one H x W plane per channel (what the loader normalises plane by
         plane; 8-bit files of one channel each come back as decoded, without a copy)."""
-        files = self.image_files(row, site, channels)
+        arrays, files = self.read_arrays(row, site, channels)
         if not self.per_channel_files:
-            img = read_image(files[0])
+            img = arrays[0]
             if img.shape[-1] != self.n_channels:
                 raise DataError(f"{files[0]} has {img.shape[-1]} channel(s); {self.describe()} "
                                 f"declares {self.n_channels} ({', '.join(self.channel_names)})")
             img = img[..., [c - 1 for c in channels]]
         else:
-            planes = [read_image(f) for f in files]
+            planes = arrays
             for f, p in zip(files, planes):
                 if p.shape[-1] != 1:
                     raise DataError(f"{f} has {p.shape[-1]} channels; one file per channel needs single-channel files")

@@ -1,0 +1,168 @@
+"""Finished runs (or a model package) loaded once, applied to samples that are files or arrays in
+memory: what ``classify`` and the HTTP service share, so both give the same numbers.
+
+Each run applies what it was trained with: its channels and their order, rescale rule, image size,
+the normalisation statistics kept in its checkpoint, its TTA views and reducer, its fitted
+thresholds (multi-label) and its joint hierarchy decoding. Several runs of one label map (the
+folds of a run tree, the members of a package, channel combinations) are averaged as the ensemble
+averages them; multi-label thresholds are averaged too.
+"""
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from cellpipe.core import config as cfglib
+from cellpipe.core import layout
+from cellpipe.core.errors import DataError
+from cellpipe.core.fsutil import file_sha256
+from cellpipe.data.build import context_spec, make_eval_dataset
+from cellpipe.data.normalize import make_normalizer
+from cellpipe.data.tta import tta_views
+from cellpipe.inference.package import PACKAGE_FILE, model_card, verify
+from cellpipe.inference.predict import _data_params, load_run, resolve_device, tta_settings
+from cellpipe.sources.base import Source
+from cellpipe.training.evaluate import predict_logits
+
+
+class ImageFiles(Source):
+    """The given samples as a test split. ``samples`` maps a sample id to its one file (or decoded
+    H x W x C array) holding ``n_channels`` channels, or to its list of single-channel files (or
+    H x W x 1 arrays), one per channel in order."""
+
+    name = "files"
+
+    def __init__(self, samples: dict, n_channels: int, rescale: Optional[dict] = None):
+        super().__init__("/", rescale=rescale)  # the run's rule for deeper-than-8-bit files
+        self.samples, self._n = dict(samples), int(n_channels)
+        self.per_channel_files = any(isinstance(v, (list, tuple)) for v in self.samples.values())
+
+    def build_catalog(self) -> pd.DataFrame:
+        return pd.DataFrame({"id": list(self.samples), "split": "test", "label": None})
+
+    def describe(self) -> str:
+        return f"{len(self.samples)} image sample(s)"
+
+    @property
+    def channel_names(self) -> List[str]:
+        return [f"channel {c}" for c in range(1, self._n + 1)]
+
+    def image_files(self, row, site: int, channels) -> List[Path]:
+        files = self.samples[row["id"]]
+        return [Path(files[c - 1]) for c in channels] if self.per_channel_files else [Path(files)]
+
+    def read_arrays(self, row, site: int, channels):
+        value = self.samples[row["id"]]
+        if isinstance(value, np.ndarray):
+            return [value], [row["id"]]
+        if self.per_channel_files and isinstance(value[0], np.ndarray):
+            return [value[c - 1] for c in channels], [f"{row['id']} channel {c}" for c in channels]
+        return super().read_arrays(row, site, channels)
+
+
+def run_dirs(models: Sequence[str]) -> List[Path]:
+    """Run folders: each item a finished run (DONE.json), a model package (checked against its hashes)
+    or a run tree searched for them."""
+    out = []
+    for m in models:
+        m = Path(m)
+        if (m / PACKAGE_FILE).is_file():
+            verify(m)
+        if (m / layout.DONE_FILE).is_file():
+            out.append(m)
+        else:
+            found = sorted(p.parent for p in m.rglob(layout.DONE_FILE)) if m.is_dir() else []
+            if not found:
+                raise DataError(f"--model {m}: neither a finished run (no {layout.DONE_FILE}) nor a tree of them")
+            out += found
+    return out
+
+
+def model_id(run_dir: Path) -> str:
+    """The run's backbone name and the first 12 hex digits of its checkpoint's SHA-256: the same for
+    a run and its copy in a model package."""
+    digest = file_sha256(run_dir / layout.FINAL_CHECKPOINT)[:12]
+    return f"{cfglib.read_run_config(run_dir / layout.CONFIG_FILE)['model_params']['model_name']}@{digest}"
+
+
+class Member:
+    """One run: its model on the device, label map, data settings, TTA and thresholds."""
+
+    def __init__(self, run_dir: Path, device, tta=None, reduce=None):
+        self.run_dir = run_dir
+        self.model, cfg, self.labels, payload = load_run(run_dir, device, check_folder=False)
+        dp = _data_params(cfg, None, None, None)
+        dp.update(cache=None, check_files=False, valid_sites=[1])
+        if dp["normalization"] not in ("none", "dataset", "image"):
+            raise DataError(f"{run_dir}: the run normalises per '{dp['normalization']}' (a group of its own data); "
+                            "new images need normalization none, image or dataset")
+        if context_spec(payload["model_params"]):
+            raise DataError(f"{run_dir}: the model takes a context column "
+                            f"({payload['model_params']['context_column']}), which new images do not have")
+        self.dp, self.cfg, self.state = dp, cfg, payload.get("normalization")
+        self.views = tta_settings(cfg, tta, reduce)
+        self.thresholds = self.labels.read_thresholds(run_dir / layout.THRESHOLDS)
+        self.id = model_id(run_dir)
+
+    def probabilities(self, samples: dict, n_channels: int, batch_size: int, num_workers: int, device,
+                      desc: str) -> np.ndarray:
+        source = ImageFiles(samples, n_channels, self.dp.get("rescale"))
+        table = source.catalog()
+        normalizer = make_normalizer(self.dp, source, [table], state=self.state)
+        ds = make_eval_dataset(self.dp, source, table, self.labels, normalizer, source.describe())
+        logits = predict_logits(self.model, ds, batch_size=batch_size, num_workers=num_workers, device=device,
+                                views=tta_views(self.views["tta"], self.views["crop"]), reduce=self.views["reduce"],
+                                desc=desc)
+        return self.labels.probabilities(logits)
+
+
+class Predictor:
+    """The runs of ``models`` (runs, run trees, packages), loaded once."""
+
+    def __init__(self, models: Sequence[str], device: str = "auto", tta: Optional[str] = None,
+                 reduce: Optional[str] = None):
+        self.runs = run_dirs(models)
+        self.device = resolve_device(device)
+        self.members = [Member(r, self.device, tta, reduce) for r in self.runs]
+        self.labels = self.members[0].labels
+        for m in self.members[1:]:
+            if list(m.labels.classes) != list(self.labels.classes):
+                raise DataError(f"{m.run_dir}: its classes differ from {self.runs[0]}'s; "
+                                "runs are averaged only when they share one label map")
+        thresholds = [m.thresholds for m in self.members if m.thresholds is not None]
+        self.thresholds = np.mean(thresholds, axis=0) if thresholds else None
+        # every channel some member reads: a sample must hold channels 1..n_channels
+        self.channels = sorted({c for m in self.members for c in m.dp["channels"]})
+        self.n_channels = max(self.channels)
+        self.model_ids = [m.id for m in self.members]
+        self.info = model_card(self.runs)
+        packages = {Path(p) for p in models if (Path(p) / PACKAGE_FILE).is_file()}
+        if len(packages) == 1:
+            self.info["sha256"] = verify(packages.pop())["sha256"]
+        self.info["models"] = self.model_ids
+
+    @property
+    def model(self) -> str:
+        return ";".join(self.model_ids)
+
+    def probabilities(self, samples: dict, batch_size: int = 32, num_workers: int = 0,
+                      n_channels: Optional[int] = None) -> np.ndarray:
+        """Averaged probabilities of ``samples`` (see ImageFiles; whole files hold ``n_channels``,
+        default the model's), in their order."""
+        probs = sum(m.probabilities(samples, n_channels or self.n_channels, batch_size, num_workers, self.device,
+                                    f"classify {m.run_dir.name}") for m in self.members)
+        return probs / len(self.members)
+
+    def table(self, samples: dict, top_k: int = 3, batch_size: int = 32, num_workers: int = 0) -> pd.DataFrame:
+        """One row per sample: the task's decoded prediction (class and probability; every hierarchy
+        level; the multi-label set at the thresholds), top1..top_k, one probability per output."""
+        probs = self.probabilities(samples, batch_size, num_workers)
+        return self.decode(probs, top_k)
+
+    def decode(self, probs: np.ndarray, top_k: int = 3) -> pd.DataFrame:
+        labels = self.labels
+        order = np.argsort(-probs[:, :len(labels.classes)], axis=1)[:, :top_k]
+        top = {f"top{k + 1}": [labels.classes[i] for i in order[:, k]] for k in range(min(top_k, order.shape[1]))}
+        return pd.concat([labels.decode(probs, self.thresholds), pd.DataFrame(top),
+                          pd.DataFrame(probs, columns=labels.prob_columns())], axis=1)

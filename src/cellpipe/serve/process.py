@@ -1,0 +1,55 @@
+"""Start ``src/serve.py`` in a child process on a free local port and wait until it answers: for the
+tests, the load benchmark and scripts that need a real server for a while."""
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+SERVE = Path(__file__).resolve().parents[2] / "serve.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(model, *flags: str, log=None, ready_s: float = 120.0) -> Iterator[str]:
+    """Yield the base URL of ``serve.py --model model [flags]`` once /health answers; the server is
+    stopped on exit. A server that exits or never answers within ``ready_s`` raises RuntimeError
+    with its log."""
+    import httpx
+
+    port = free_port()
+    log = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SERVE.parent), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, str(SERVE), "--model", str(model), "--port", str(port),
+                             "--log_level", "warning", *flags], stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"serve.py exited with code {proc.returncode} before answering")
+            try:
+                if httpx.get(url + "/health", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"serve.py did not answer {url}/health within {ready_s} s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if log is not subprocess.DEVNULL:
+            log.close()

@@ -6,6 +6,10 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 DEMO_DIR ?= demo_out
 PYTEST_ARGS ?=
+MODEL ?=
+HOST ?= 127.0.0.1
+PORT ?= 8000
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Docker (as in the seed): the Kaggle data and the output folder are mounted.
 IMAGE ?= kaggle-cell:latest
@@ -13,7 +17,7 @@ CONTAINER ?= kaggle-cell
 DATA_DIR ?= /data
 OUT_DIR ?= $(CURDIR)/logs
 
-.PHONY: help install demo bench-accuracy bench-accuracy-kinds bench-resume demo-manifest demo-folder demo-phenix demo-rxrx1_2020 demo-hpa demo-moths test test-fast lint bench clean run exec stop docker-build
+.PHONY: help install system serve docker-serve demo bench-accuracy bench-accuracy-kinds bench-resume demo-manifest demo-folder demo-phenix demo-rxrx1_2020 demo-hpa demo-moths test test-fast lint bench clean run exec stop docker-build
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -27,21 +31,32 @@ $(VENV)/.installed: requirements.txt
 
 install: $(VENV)/.installed  ## create .venv and install the pinned requirements
 
+# Debian packages the tests drive: chromium + its driver (the service's web page) and tesseract
+# (reads the page's screenshot back); installed once, when one is missing
+system:  ## install the system packages the tests need (apt: chromium, chromium-driver, tesseract-ocr)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v tesseract >/dev/null || \
+	{ $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q \
+	chromium chromium-driver tesseract-ocr; }
+
+serve: install  ## serve a model package over HTTP: make serve MODEL=/models/pkg [HOST=0.0.0.0 PORT=8000]
+	@test -n "$(MODEL)" || { echo "make serve needs MODEL=<package, run or run tree>"; exit 2; }
+	$(PY) src/serve.py --model "$(MODEL)" --host $(HOST) --port $(PORT)
+
 demo: install  ## run the pipeline on generated demo data (DEMO_DIR=demo_out)
 	PYTHON=$(PY) DEMO_DIR=$(DEMO_DIR) bash bin/demo.sh
 
 demo-manifest demo-folder demo-phenix demo-rxrx1_2020 demo-hpa demo-moths: install  ## one adapter's demo: generate, train, predict (demo_out/<kind>)
 	PYTHON=$(PY) DEMO_DIR=$(DEMO_DIR) KIND=$(@:demo-%=%) bash bin/demo_classify.sh
 
-test: lint  ## static checks, then the test suite (unit + end-to-end on tiny data); prints the 15 slowest
+test: lint system  ## static checks, then the test suite (unit + end-to-end on tiny data); prints the 15 slowest
 	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
-test-fast: install  ## the tests that train nothing (not marked slow), in about a minute and a half
+test-fast: install system  ## the tests that train nothing (not marked slow), in about a minute and a half
 	$(PY) -m pytest -q -m "not slow" --durations=15 $(PYTEST_ARGS)
 
 lint: install  ## static checks: ruff (pyflakes, bugbear, import order), shellcheck, hadolint
 	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/shellcheck -x bin/*.sh .ci/run
+	$(VENV)/bin/shellcheck -x bin/*.sh .ci/run docker/entrypoint.sh
 	$(VENV)/bin/hadolint docker/Dockerfile
 
 bench: install  ## speed figures as ratios to their targets: loader, cache, Catalyst loop, predict-all, ensemble (~6 min)
@@ -62,6 +77,11 @@ clean:  ## remove demo outputs and caches (keeps .venv)
 
 docker-build:  ## build the GPU image from docker/Dockerfile
 	docker build -f docker/Dockerfile -t $(IMAGE) .
+
+docker-serve: docker-build  ## serve MODEL (a package folder) from the image: make docker-serve MODEL=/models/pkg [PORT=8000]
+	@test -n "$(MODEL)" || { echo "make docker-serve needs MODEL=<package folder>"; exit 2; }
+	docker run --rm --gpus all -p $(PORT):8000 -v "$(abspath $(MODEL))":/models/package:ro $(IMAGE) \
+		serve --model /models/package --device auto
 
 run: docker-build  ## start the container with DATA_DIR at /data and OUT_DIR at /logs
 	docker run -d --gpus all --ipc=host --name $(CONTAINER) \

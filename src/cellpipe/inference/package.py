@@ -31,7 +31,7 @@ def channel_info(cfg: dict, channels: Sequence[int]):
     """(names, colours) of ``channels`` of the run's source: the adapter's when it knows them without
     data (HPA's stains, RxRx1's dyes), else "channel k" and the default palette at an 8-bit window."""
     from cellpipe.sources import make_source
-    from cellpipe.sources.base import PALETTE
+    from cellpipe.sources.base import PALETTE, RGB
 
     try:
         source = make_source(dict(cfg["data_params"], root="/"))
@@ -40,7 +40,8 @@ def channel_info(cfg: dict, channels: Sequence[int]):
         names, colours = [], []
     if len(names) < max(channels) or len(colours) < max(channels):
         names = [f"channel {c}" for c in range(1, max(channels) + 1)]
-        colours = [(PALETTE[(c - 1) % len(PALETTE)], 255.0) for c in range(1, max(channels) + 1)]
+        palette = RGB if max(channels) == 3 else PALETTE  # as Source.colours: three channels are RGB
+        colours = [(palette[(c - 1) % len(palette)], 255.0) for c in range(1, max(channels) + 1)]
     return [names[c - 1] for c in channels], [[list(colours[c - 1][0]), float(colours[c - 1][1])] for c in channels]
 
 
@@ -48,14 +49,18 @@ def model_card(runs: Sequence[Path]) -> dict:
     """What a user of the runs needs to know without opening them: kind, classes (and hierarchy
     levels), channels with names and montage colours, image size, rescale rule, normalisation, TTA."""
     run = Path(runs[0])
-    labels = json.loads((run / layout.LABELS_CHECKPOINT).read_text())
+    from cellpipe.tasks import from_dict
+
+    labels = from_dict(json.loads((run / layout.LABELS_CHECKPOINT).read_text()))
     cfg = cfglib.read_run_config(run / layout.CONFIG_FILE)
     dp, pp = cfg["data_params"], cfg.get("predict_params") or {}
     # every channel some run reads (RxRx1 ensembles combine runs of different channel combinations)
     channels = sorted({c for r in runs for c in cfglib.read_run_config(Path(r) / layout.CONFIG_FILE)
                        ["data_params"]["channels"]})
     names, colours = channel_info(cfg, channels)
-    return {"kind": labels.get("kind", "single"), "classes": labels.get("classes"), "levels": labels.get("levels"),
+    levels = getattr(labels, "levels", None)
+    return {"kind": labels.kind, "classes": list(labels.classes), "levels": levels,
+            "level_classes": {lvl: list(c) for lvl, c in zip(levels, labels.level_classes)} if levels else None,
             "channels": channels, "channel_names": names, "colours": colours, "image_size": dp["image_size"],
             "rescale": dp.get("rescale"), "normalization": dp["normalization"], "tta": pp.get("tta") or "none",
             "reduce": pp.get("reduce") or "mean", "source": dp["source"], "n_members": len(runs)}
@@ -73,7 +78,7 @@ def export(runs: Sequence[Path], out: Path) -> Path:
             if not (run / name).is_file():
                 raise DataError(f"{run} is not a finished run: {name} is missing")
         labels = json.loads((run / layout.LABELS_CHECKPOINT).read_text())
-        if first is not None and labels.get("classes") != first[1].get("classes"):
+        if first is not None and labels != first[1]:
             raise DataError(f"{run}: its classes differ from {runs[0]}'s; a package holds runs of one label map")
         first = first or (run, labels)
         members.append((f"members/{k}_{run.name}", run))

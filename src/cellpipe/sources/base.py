@@ -29,6 +29,7 @@ TABLE_COLUMNS = ["id", "split", "label", "group"]
 # a default montage palette for sources without their own: (RGB colour, 8-bit window max)
 PALETTE = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255), (255, 0, 255), (255, 255, 0),
            (255, 128, 0), (128, 0, 255)]
+RGB = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
 
 
 class Source:
@@ -97,7 +98,10 @@ class Source:
         return [1]
 
     def colours(self) -> List[Tuple[Tuple[int, int, int], float]]:
-        """(RGB, 8-bit window max) per channel, for montages."""
+        """(RGB, 8-bit window max) per channel, for montages: three channels are a colour photo's
+        red, green and blue (files decode in RGB order); others take the palette."""
+        if self.n_channels == 3:
+            return [(RGB[i], 255.0) for i in range(3)]
         return [(PALETTE[i % len(PALETTE)], 255.0) for i in range(self.n_channels)]
 
     def image_files(self, row, site: int, channels: Sequence[int]) -> List[Path]:

@@ -15,6 +15,9 @@
    both splits, the output files) against a bare forward pass over the same samples  target <= 1.1
 4. the full-size ensemble (bench_ensemble.py: 19,897 wells x 1,108 classes x 6 models) and its
    peak memory.
+5. the model service (bench_serve.py): throughput and p50/p95 latency under concurrent clients as
+   ratios to a bare forward pass, answers lost or mixed up (target 0), a burst beyond the queue and
+   broken uploads (target 0 unanswered).
 
 Every figure is the best of ``repeats`` timings. Ratios above 1 for "<=" targets (below 1 for ">=")
 miss. The table is also written to {out_dir}/bench_speed.csv.
@@ -37,6 +40,9 @@ from torch.utils.data import DataLoader
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "bench"))
+
+import bench_serve  # noqa: E402
 
 from cellpipe.core import config as cfglib  # noqa: E402
 from cellpipe.core import layout  # noqa: E402
@@ -257,7 +263,8 @@ def ensemble_figures(n_classes: int) -> list:
 
 
 def main(out_dir: str = "bench_out/speed", image_size: int = 512, repeats: int = 2, epochs: int = 2,
-         model_name: str = "resnet18", train_image_size: int = 128, ensemble_classes: int = 1108):
+         model_name: str = "resnet18", train_image_size: int = 128, ensemble_classes: int = 1108,
+         serve_image_size: int = 64, serve_clients: int = 8, serve_requests: int = 32):
     """Args:
         out_dir: where the generated data, cache, runs and bench_speed.csv go.
         image_size: side of the generated sites for the data-path figures (512: RxRx1's).
@@ -267,6 +274,9 @@ def main(out_dir: str = "bench_out/speed", image_size: int = 512, repeats: int =
         train_image_size: image side of the training and prediction figures.
         ensemble_classes: classes of the ensemble figure (1108: RxRx1's full size, 19,897 wells; the 5 s target
             is for that size, smaller problems keep the wells per class).
+        serve_image_size: image side of the service figures (bench_serve.py).
+        serve_clients: concurrent clients of the service's load step.
+        serve_requests: single-image requests per client.
     """
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -278,6 +288,8 @@ def main(out_dir: str = "bench_out/speed", image_size: int = 512, repeats: int =
     rows += train_rows
     rows += predict_figures(out, run, repeats)
     rows += ensemble_figures(ensemble_classes)
+    rows += bench_serve.run(str(out / "serve"), image_size=serve_image_size, clients=serve_clients,
+                            requests=serve_requests)
     table = pd.DataFrame(rows, columns=["figure", "value", "goal", "target"])
     table["ratio_to_target"] = [v / t if t else None for v, t in zip(table.value, table.target)]
     table["met"] = ["" if pd.isna(t) else ("yes" if (v >= t if g == ">=" else v <= t) else "NO")

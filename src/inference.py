@@ -4,7 +4,7 @@
         --model_name=se_resnext50_32x4d --out_dir=/predictions/pseudo/ [--tta=flip] [--reduce=max]
     python src/inference.py predict --run_dir=/logs/x --out_dir=/predictions/x [--epoch=7]
     python src/inference.py classify NEW_IMAGES/ more.png "shots/*.tif" --model /logs/manifest --out classified.csv
-    python src/inference.py export --model /logs/manifest --out /models/manifest_v1   # then classify --model it
+    python src/inference.py export --model /logs/manifest --out /models/manifest_v1 [--onnx]   # then classify it
 
 ``predict-all`` walks the seed's tree ``{model_root}/{channels}/fold_{k}/{model_name}/``
 and writes ``{out_dir}/{channels}/fold_{k}/{model_name}/`` (pred_test.npy in the test
@@ -81,7 +81,8 @@ def predict(run_dir, out_dir, data_root=None, epoch: Optional[int] = None, sites
 
 def classify(*images, model=None, out="classified.csv", pattern: Optional[str] = None, tta: Optional[str] = None,
              reduce: Optional[str] = None, batch_size: int = 32, num_workers: int = 0, device: str = "auto",
-             top_k: int = 3, parquet: bool = False):
+             top_k: int = 3, parquet: bool = False, runtime: str = "torch", group_stats: Optional[str] = None,
+             min_prob: Optional[float] = None):
     """Classify new, unlabelled images with finished runs (no labels, no split, no training config).
 
     Args:
@@ -101,16 +102,22 @@ def classify(*images, model=None, out="classified.csv", pattern: Optional[str] =
         device: auto | cpu | cuda | cuda:N.
         top_k: how many top classes to list (top1, top2, ...).
         parquet: also write the table as parquet beside the CSV.
+        runtime: torch | onnx (a package exported with --onnx, through onnxruntime on the CPU).
+        group_stats: inputs: for runs that normalise per plate or experiment (the RxRx1 demo's plate),
+            the given images are one such group and are normalised by their own per-channel mean/std.
+        min_prob: single-label / hierarchy: a prediction (each level on its own) below this probability
+            becomes the run's other label (Other), for images of classes the model never learnt.
     """
     from cellpipe.inference.classify import classify as _classify
 
     if not model:
         raise SystemExit("classify: --model RUN_OR_TREE is required")
     models = model.split(",") if isinstance(model, str) else list(model)
-    return str(_classify(models, images, out, batch_size, num_workers, device, tta, reduce, top_k, parquet, pattern))
+    return str(_classify(models, images, out, batch_size, num_workers, device, tta, reduce, top_k, parquet, pattern,
+                         runtime, group_stats, min_prob))
 
 
-def export(model=None, out=None):
+def export(model=None, out=None, onnx: bool = False):
     """Write a self-contained model package (weights, label map, channels, normalisation statistics,
     rescale rule, image size, TTA, thresholds, hierarchy, resolved configs, SHA-256 hashes) for classify.
 
@@ -118,6 +125,7 @@ def export(model=None, out=None):
         model: a finished run folder, or a run tree (every finished run under it: an ensemble); a list
             or "a,b" for several.
         out: the package folder (written in full, then renamed into place).
+        onnx: also write each member's weights as ONNX for onnxruntime (classify / serve --runtime onnx).
     """
     from cellpipe.inference.package import export as _export
     from cellpipe.inference.predictor import run_dirs
@@ -125,7 +133,7 @@ def export(model=None, out=None):
     if not model or not out:
         raise SystemExit("export: --model RUN_OR_TREE and --out PACKAGE are required")
     models = model.split(",") if isinstance(model, str) else list(model)
-    return str(_export(run_dirs(models), Path(out)))
+    return str(_export(run_dirs(models), Path(out), onnx))
 
 
 if __name__ == "__main__":

@@ -7,12 +7,15 @@
 
 See docs/serving.md for the API, its errors and limits, and cellpipe/serve/app.py.
 """
+from typing import Optional
+
 from cellpipe.core import cli
 
 
 def main(model=None, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu", max_batch: int = 16,
          max_wait_ms: float = 5.0, max_queue: int = 64, max_upload_mb: float = 64.0, max_pixels: int = 4096 * 4096,
-         max_samples: int = 64, top_k: int = 3, tta=None, reduce=None, log_level: str = "info"):
+         max_samples: int = 64, top_k: int = 3, min_prob: Optional[float] = None, tta=None, reduce=None, runtime: str = "torch",
+         log_level: str = "info"):
     """Load ``model`` once and answer requests until stopped (Ctrl-C or SIGTERM).
 
     Args:
@@ -27,8 +30,10 @@ def main(model=None, host: str = "127.0.0.1", port: int = 8000, device: str = "c
         max_pixels: the largest image (height x width; 413 above it).
         max_samples: the most samples in one request (413 above it).
         top_k: how many top classes each answer lists.
+        min_prob: single-label / hierarchy: a prediction below this probability becomes Other (classify's flag).
         tta: none | flip | d4 | five_crop | five_crop_flip (default: each run's predict_params/tta).
         reduce: mean | max over the TTA views (default: each run's).
+        runtime: torch | onnx (a package exported with --onnx, through onnxruntime on the CPU).
         log_level: uvicorn's log level (info, warning, ...).
     """
     import uvicorn
@@ -39,8 +44,8 @@ def main(model=None, host: str = "127.0.0.1", port: int = 8000, device: str = "c
     if not model:
         raise SystemExit("serve: --model PACKAGE is required")
     models = model.split(",") if isinstance(model, str) else list(model)
-    app = create_app(Predictor(models, device, tta, reduce), max_batch, max_wait_ms, max_queue,
-                     int(max_upload_mb * 2 ** 20), max_pixels, max_samples, top_k)
+    app = create_app(Predictor(models, device, tta, reduce, runtime), max_batch, max_wait_ms, max_queue,
+                     int(max_upload_mb * 2 ** 20), max_pixels, max_samples, top_k, min_prob)
     uvicorn.run(app, host=host, port=int(port), log_level=log_level)
 
 

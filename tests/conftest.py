@@ -56,36 +56,16 @@ def tiny_train_args(data_root, csv_dir, fold, logdir, channels=TRAINED_CHANNELS,
 
 
 def untrained_run(argv, seed: int = 0) -> Path:
-    """A finished run folder in train.py's exact format (config.yml, checkpoints/best.pth, labels.json,
-    valid_predictions.csv, per_class.csv, DONE.json) whose model is freshly initialised: for tests of what
-    consumes runs (prediction, ensembles, reports), which need the files, not a trained model. A second.
-    ``seed`` draws the initial weights (runs of one ensemble differ)."""
-    import time
-
-    import torch
-
+    """A finished run folder of train.py's ``argv`` whose model is freshly initialised
+    (cellpipe.training.fresh): for tests of what consumes runs, which need the files, not a trained
+    model. A second. ``seed`` draws the initial weights (runs of one ensemble differ)."""
     import train
     from cellpipe.core import config as cfglib
-    from cellpipe.core import layout
-    from cellpipe.data.build import prepare_training
-    from cellpipe.models import create_model
-    from cellpipe.training.checks import check_names
-    from cellpipe.training.evaluate import predict_logits
-    from cellpipe.training.runner import finish_run
+    from cellpipe.training.fresh import fresh_run
 
     args, overrides = train.parse_args(argv)
     cfg = cfglib.load_config(args.config, [o for o in args.overlay if o], overrides)
-    check_names(cfg)
-    prepared = prepare_training(cfg, workers=0)
-    torch.manual_seed(seed)
-    model = create_model(**cfg["model_params"]).eval()
-    logdir = Path(args.logdir)
-    (logdir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (logdir / layout.CONFIG_FILE).write_text(cfglib.dump(cfg))
-    logits = predict_logits(model, prepared.valid, cfg["data_params"]["batch_size"])
-    valid = prepared.labels.epoch_metrics(logits, prepared.valid.targets)  # the untrained model's real scores
-    finish_run(cfg, logdir, model, prepared, {"best_epoch": 0, "valid": valid}, "finetune", time.time())
-    return logdir
+    return fresh_run(cfg, args.logdir, seed)
 
 
 @pytest.fixture(scope="session")

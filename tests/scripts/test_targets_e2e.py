@@ -15,8 +15,8 @@ pytestmark = pytest.mark.slow
 N_FOLDS = 2  # the demos default to 3; two keep the out-of-fold ensemble at two thirds of the cost
 
 
-def demo(kind, tmp_path):
-    env = {**os.environ, "KIND": kind, "DEMO_DIR": str(tmp_path), "PYTHON": sys.executable, "EPOCHS": "4",
+def demo(kind, tmp_path, epochs=4):
+    env = {**os.environ, "KIND": kind, "DEMO_DIR": str(tmp_path), "PYTHON": sys.executable, "EPOCHS": str(epochs),
            "N_FOLDS": str(N_FOLDS)}
     r = subprocess.run(["bash", "bin/demo_classify.sh"], cwd=REPO, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -49,10 +49,19 @@ def test_hpa_multilabel_end_to_end(tmp_path):
     print(f"hpa: test macro F1 {scores['test_macro_f1']:.3f}, with OOF thresholds "
           f"{scores['test_macro_f1_oof_thresholds']:.3f}; all-positive baseline {all_positive:.3f}")
     assert scores["test_macro_f1_oof_thresholds"] > all_positive + 0.15
+    # the exported package classifies the test samples from their four stain PNGs (pattern), at the
+    # runs' fitted thresholds, as well as the ensemble does (seed 004's use of a trained model)
+    new = pd.read_csv(out / "classified.csv", dtype=str, keep_default_na=False)
+    new["id"] = new["path"].map(lambda p: p.rsplit("/", 1)[1])
+    hits = new.set_index("id").loc[truth["id"], "pred"]
+    x = np.array([[str(k) in cell.split() for k in range(8)] for cell in hits])
+    f1 = np.mean([2 * (x[:, k] & y[:, k]).sum() / max(1, x[:, k].sum() + y[:, k].sum()) for k in range(8)])
+    print(f"hpa: classify with the package, test macro F1 {f1:.3f}")
+    assert (new["error"] == "").all() and f1 > all_positive + 0.1
 
 
 def test_moths_hierarchy_end_to_end(tmp_path):
-    out = demo("moths", tmp_path)
+    out = demo("moths", tmp_path, epochs=8)  # the demo's default: sure enough of known species for --min_prob
     run = out / "logs" / "folder" / "[all]" / "fold_0" / TINY_MODEL
     labels = json.loads((run / "checkpoints" / "labels.json").read_text())
     assert labels["kind"] == "hierarchy" and labels["levels"] == ["species", "genus", "group", "family"]
@@ -73,3 +82,11 @@ def test_moths_hierarchy_end_to_end(tmp_path):
           f"{scores['oof_accuracy_family']:.3f}; majority baseline {done['baseline_accuracy_species_majority']:.3f}")
     assert scores["n_oof"] == len(pd.concat(pd.read_csv(out / "csv" / f"valid_{k}.csv") for k in range(N_FOLDS)))
     assert scores["oof_accuracy_species"] > done["baseline_accuracy_species_majority"] + 0.3
+    # seed 001's inference with --min_prob: photos of a species the model never learnt as such come out
+    # as Other far more often than photos of a listed species
+    new = pd.read_csv(out / "classified.csv", dtype=str, keep_default_na=False)
+    unknown, known = (new[new["path"].str.contains(f"/{name}/")] for name in ("Mythimna albipuncta", "Noctua pronuba"))
+    assert len(unknown) == len(list((out / "data" / "image_folder" / "Mythimna albipuncta").glob("*.png")))
+    rates = [(part["pred"] == "Other").mean() for part in (unknown, known)]
+    print(f"moths: classified as Other at --min_prob 0.5: unlisted species {rates[0]:.2f}, Noctua pronuba {rates[1]:.2f}")
+    assert rates[0] > rates[1] + 0.25

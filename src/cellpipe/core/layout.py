@@ -26,6 +26,7 @@ CONFUSION_PNG = "confusion_matrix.png"
 HISTORY = "history.csv"  # one row per epoch of every stage: losses, metrics, lr
 SAMPLE_LOGS = "training_logs/{stage}_{split}.csv"  # per sample at a stage's end: id, pred, truth, loss
 THRESHOLDS = "checkpoints/thresholds.json"  # multi-label: per-class thresholds fitted on validation
+ONNX_MODEL = "checkpoints/model.onnx"  # a model package member's weights for onnxruntime (export --onnx)
 OPTIMAL_SUBMISSION = "submission_optimal_threshold.csv"  # multi-label: at the fitted thresholds
 EPOCH_CHECKPOINT = "checkpoints/model.{epoch:04d}.pth"  # per stage, with keep_epoch_checkpoints
 PRED_TEST = "pred_test.npy"

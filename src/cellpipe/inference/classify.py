@@ -81,9 +81,9 @@ def gather(inputs: Sequence[str]) -> List[str]:
     return list(dict.fromkeys(out))
 
 
-def complete(groups: dict, channels: Sequence[int]):
+def complete(groups: dict, channels: Sequence[int], check=None):
     """(samples with a readable single-channel file for every channel up to the model's last, [(sample,
-    reason)])."""
+    reason)]); ``check(planes, name)`` raises DataError for a sample the model cannot take."""
     need = list(range(1, max(channels) + 1))
     ok, bad = {}, []
     for sample, files in tqdm(groups.items(), desc="check samples", unit="sample", leave=False):
@@ -99,14 +99,20 @@ def complete(groups: dict, channels: Sequence[int]):
         deep = [files[c] for c, p in zip(need, planes) if p.ndim == 3 and p.shape[-1] != 1]
         if deep:
             bad.append((sample, f"{deep[0]} has several channels; --pattern needs one channel per file"))
-        else:
+            continue
+        try:
+            if check:
+                check(planes, sample)
             ok[sample] = [files[c] for c in need]
+        except DataError as e:
+            bad.append((sample, str(e)))
     return ok, bad
 
 
-def readable(paths: Sequence[str], channels: Sequence[int]) -> Tuple[List[str], List[Tuple[str, str]], int]:
+def readable(paths: Sequence[str], channels: Sequence[int], check=None) -> Tuple[List[str], List[Tuple[str, str]], int]:
     """(paths that decode and hold the run's ``channels``, [(path, reason)] of the others, their channel
-    count: that of the first readable file, which every other must share)."""
+    count: that of the first readable file, which every other must share); ``check(planes, name)``
+    raises DataError for an image the model cannot take (a bit depth without a rescale rule)."""
     ok, bad, count = [], [], None
     for path in tqdm(paths, desc="check images", unit="file", leave=False):
         try:
@@ -120,6 +126,12 @@ def readable(paths: Sequence[str], channels: Sequence[int]) -> Tuple[List[str], 
         elif count is not None and got != count:
             bad.append((path, f"{got} channel(s) where the other files have {count}"))
         else:
+            try:
+                if check:
+                    check([img[..., c:c + 1] for c in range(max(channels))], path)
+            except DataError as e:
+                bad.append((path, str(e)))
+                continue
             ok.append(path)
             count = got
     return ok, bad, count or max(channels)
@@ -127,17 +139,18 @@ def readable(paths: Sequence[str], channels: Sequence[int]) -> Tuple[List[str], 
 
 def classify(models: Sequence[str], inputs: Sequence[str], out: str, batch_size: int = 32, num_workers: int = 0,
              device: str = "auto", tta: Optional[str] = None, reduce: Optional[str] = None, top_k: int = 3,
-             parquet: bool = False, pattern: Optional[str] = None) -> Path:
+             parquet: bool = False, pattern: Optional[str] = None, runtime: str = "torch",
+             group_stats: Optional[str] = None, min_prob: Optional[float] = None) -> Path:
     """Classify ``inputs`` with the runs of ``models`` and write ``out`` (CSV; + .parquet beside it)."""
-    predictor = Predictor(models, device, tta, reduce)
+    predictor = Predictor(models, device, tta, reduce, runtime, group_stats)
     paths = gather(inputs)
     if pattern:
         names = dict(zip(predictor.info["channel_names"], predictor.info["channels"]))
         groups, bad = group_channels(paths, pattern, names)
-        samples, missing = complete(groups, predictor.channels)
+        samples, missing = complete(groups, predictor.channels, predictor.check)
         bad, n_channels = bad + missing, predictor.n_channels
     else:
-        ok, bad, n_channels = readable(paths, predictor.channels)
+        ok, bad, n_channels = readable(paths, predictor.channels, predictor.check)
         samples = {p: p for p in ok}
     ok = list(samples)
     parts = []
@@ -146,7 +159,7 @@ def classify(models: Sequence[str], inputs: Sequence[str], out: str, batch_size:
         if pattern:  # the sample's files, channel 1 first
             where["files"] = [";".join(samples[s]) for s in ok]
         probs = predictor.probabilities(samples, batch_size, num_workers, n_channels)
-        parts.append(pd.concat([where, predictor.decode(probs, top_k)], axis=1).assign(error=""))
+        parts.append(pd.concat([where, predictor.decode(probs, top_k, min_prob)], axis=1).assign(error=""))
     if bad:
         parts.append(pd.DataFrame({"path": [b[0] for b in bad], "error": [b[1] for b in bad]}))
     result = pd.concat(parts, ignore_index=True).assign(model=predictor.model)

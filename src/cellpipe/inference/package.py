@@ -5,7 +5,8 @@
                                       of the whole package
     {package}/members/{k}_{name}/     per run: config.yml (resolved), DONE.json, checkpoints/best.pth
                                       (weights, model params, label map incl. hierarchy, normalisation
-                                      statistics), checkpoints/labels.json, checkpoints/thresholds.json
+                                      statistics), checkpoints/labels.json, checkpoints/thresholds.json,
+                                      with --onnx checkpoints/model.onnx
 
 It needs no training config, data root or run tree: ``classify --model PACKAGE`` reads it like a run
 tree and first checks every file against its recorded hash, so a damaged or edited package fails
@@ -66,8 +67,9 @@ def model_card(runs: Sequence[Path]) -> dict:
             "reduce": pp.get("reduce") or "mean", "source": dp["source"], "n_members": len(runs)}
 
 
-def export(runs: Sequence[Path], out: Path) -> Path:
-    """Write the package of ``runs`` (finished run folders of one label map) to ``out``."""
+def export(runs: Sequence[Path], out: Path, onnx: bool = False) -> Path:
+    """Write the package of ``runs`` (finished run folders of one label map) to ``out``; ``onnx`` adds
+    each member's weights as ONNX (inference.onnx) for ``--runtime onnx``."""
     runs = [Path(r) for r in runs]
     if not runs:
         raise DataError("export: no finished runs given")
@@ -91,7 +93,15 @@ def export(runs: Sequence[Path], out: Path) -> Path:
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(run / name, dest)
                     files[f"{folder}/{name}"] = file_sha256(dest)
-        meta = {"format": 1, **model_card(runs), "members": [{"folder": f, "run": str(r)} for f, r in members],
+            if onnx:
+                from cellpipe.inference.onnx import export_onnx
+                from cellpipe.inference.predict import load_run
+
+                model, cfg, _, _ = load_run(run, "cpu", check_folder=False)
+                dp = cfg["data_params"]
+                dest = export_onnx(model, len(dp["channels"]), dp["image_size"], staged / folder / layout.ONNX_MODEL)
+                files[f"{folder}/{layout.ONNX_MODEL}"] = file_sha256(dest)
+        meta = {"format": 1, **model_card(runs), "runtimes": ["torch", "onnx"] if onnx else ["torch"], "members": [{"folder": f, "run": str(r)} for f, r in members],
                 "files": files}
         meta["sha256"] = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
         write_text(json.dumps(meta, indent=2) + "\n", staged / PACKAGE_FILE)

@@ -7,6 +7,7 @@ thresholds (multi-label) and its joint hierarchy decoding. Several runs of one l
 folds of a run tree, the members of a package, channel combinations) are averaged as the ensemble
 averages them; multi-label thresholds are averaged too.
 """
+import json
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -22,7 +23,7 @@ from cellpipe.data.normalize import make_normalizer
 from cellpipe.data.tta import tta_views
 from cellpipe.inference.package import PACKAGE_FILE, model_card, verify
 from cellpipe.inference.predict import _data_params, load_run, resolve_device, tta_settings
-from cellpipe.sources.base import Source
+from cellpipe.sources.base import TABLE_COLUMNS, Source
 from cellpipe.training.evaluate import predict_logits
 
 
@@ -38,8 +39,14 @@ class ImageFiles(Source):
         self.samples, self._n = dict(samples), int(n_channels)
         self.per_channel_files = any(isinstance(v, (list, tuple)) for v in self.samples.values())
 
-    def build_catalog(self) -> pd.DataFrame:
-        return pd.DataFrame({"id": list(self.samples), "split": "test", "label": None})
+    def catalog(self) -> pd.DataFrame:
+        # ids are a dict's keys (unique), the split and labels fixed: finish_table would find nothing, and
+        # its pandas checks were a third of a one-sample request's time in the service
+        if self._catalog is None:
+            ids = [str(k) for k in self.samples]
+            self._catalog = pd.DataFrame({"id": ids, "split": "test", "label": pd.Series([None] * len(ids), dtype=object),
+                                          "group": ids}, columns=TABLE_COLUMNS)
+        return self._catalog
 
     def describe(self) -> str:
         return f"{len(self.samples)} image sample(s)"
@@ -89,14 +96,26 @@ def model_id(run_dir: Path) -> str:
 class Member:
     """One run: its model on the device, label map, data settings, TTA and thresholds."""
 
-    def __init__(self, run_dir: Path, device, tta=None, reduce=None):
-        self.run_dir = run_dir
+    def __init__(self, run_dir: Path, device, tta=None, reduce=None, runtime: str = "torch",
+                 group_stats: Optional[str] = None):
+        self.run_dir, self.group_stats = run_dir, group_stats
         self.model, cfg, self.labels, payload = load_run(run_dir, device, check_folder=False)
+        if runtime == "onnx":  # the same run, its weights through onnxruntime
+            from cellpipe.inference.onnx import OnnxModel
+
+            if device.type != "cpu":
+                raise DataError(f"--runtime onnx runs on the CPU; got --device {device}")
+            self.model = OnnxModel(run_dir / layout.ONNX_MODEL, self.model.num_classes)
+        elif runtime != "torch":
+            raise DataError(f"--runtime must be torch or onnx, got {runtime!r}")
         dp = _data_params(cfg, None, None, None)
         dp.update(cache=None, check_files=False, valid_sites=[1])
-        if dp["normalization"] not in ("none", "dataset", "image"):
-            raise DataError(f"{run_dir}: the run normalises per '{dp['normalization']}' (a group of its own data); "
-                            "new images need normalization none, image or dataset")
+        if group_stats not in (None, "inputs"):
+            raise DataError(f"--group_stats must be inputs or unset, got {group_stats!r}")
+        if dp["normalization"] not in ("none", "dataset", "image") and group_stats != "inputs":
+            raise DataError(f"{run_dir}: the run normalises per {dp['normalization']} with that group's statistics; "
+                            "classify new images of one such group (a plate, an experiment) with --group_stats "
+                            "inputs, which normalises them by their own per-channel mean and std")
         if context_spec(payload["model_params"]):
             raise DataError(f"{run_dir}: the model takes a context column "
                             f"({payload['model_params']['context_column']}), which new images do not have")
@@ -109,7 +128,10 @@ class Member:
                       desc: str) -> np.ndarray:
         source = ImageFiles(samples, n_channels, self.dp.get("rescale"))
         table = source.catalog()
-        normalizer = make_normalizer(self.dp, source, [table], state=self.state)
+        if self.dp["normalization"] not in ("none", "dataset", "image"):  # --group_stats inputs: one group
+            normalizer = make_normalizer(dict(self.dp, normalization="dataset"), source, [table], workers=0)
+        else:
+            normalizer = make_normalizer(self.dp, source, [table], state=self.state)
         ds = make_eval_dataset(self.dp, source, table, self.labels, normalizer, source.describe())
         logits = predict_logits(self.model, ds, batch_size=batch_size, num_workers=num_workers, device=device,
                                 views=tta_views(self.views["tta"], self.views["crop"]), reduce=self.views["reduce"],
@@ -121,10 +143,11 @@ class Predictor:
     """The runs of ``models`` (runs, run trees, packages), loaded once."""
 
     def __init__(self, models: Sequence[str], device: str = "auto", tta: Optional[str] = None,
-                 reduce: Optional[str] = None):
+                 reduce: Optional[str] = None, runtime: str = "torch", group_stats: Optional[str] = None):
         self.runs = run_dirs(models)
-        self.device = resolve_device(device)
-        self.members = [Member(r, self.device, tta, reduce) for r in self.runs]
+        self.device = resolve_device("cpu" if runtime == "onnx" and device == "auto" else device)
+        self.members = [Member(r, self.device, tta, reduce, runtime, group_stats) for r in self.runs]
+        self.runtime = runtime
         self.labels = self.members[0].labels
         for m in self.members[1:]:
             if list(m.labels.classes) != list(self.labels.classes):
@@ -141,6 +164,17 @@ class Predictor:
         if len(packages) == 1:
             self.info["sha256"] = verify(packages.pop())["sha256"]
         self.info["models"] = self.model_ids
+        self.info["runtime"] = runtime
+
+    def check(self, planes: List[np.ndarray], name: str) -> None:
+        """Do now what the loader will do with one sample's single-channel planes (H x W x 1, their own
+        dtype), so that a bad sample is reported alone: each member's rescale rule (DataError naming it)."""
+        deep = sorted({str(p.dtype) for p in planes if p.dtype != np.uint8})
+        if deep and any(m.dp.get("rescale") is None for m in self.members):
+            raise DataError(f"{name} is {deep[0]}; the model has no rescale rule for images deeper than 8 bits "
+                            "(it was trained with data_params/rescale null): give it 8-bit images")
+        for rule in {json.dumps(m.dp.get("rescale"), sort_keys=True) for m in self.members}:
+            ImageFiles({name: planes}, self.n_channels, json.loads(rule)).load_planes({"id": name}, 1, self.channels)
 
     @property
     def model(self) -> str:
@@ -154,15 +188,28 @@ class Predictor:
                                     f"classify {m.run_dir.name}") for m in self.members)
         return probs / len(self.members)
 
-    def table(self, samples: dict, top_k: int = 3, batch_size: int = 32, num_workers: int = 0) -> pd.DataFrame:
+    def table(self, samples: dict, top_k: int = 3, batch_size: int = 32, num_workers: int = 0,
+              min_prob: Optional[float] = None) -> pd.DataFrame:
         """One row per sample: the task's decoded prediction (class and probability; every hierarchy
         level; the multi-label set at the thresholds), top1..top_k, one probability per output."""
         probs = self.probabilities(samples, batch_size, num_workers)
-        return self.decode(probs, top_k)
+        return self.decode(probs, top_k, min_prob)
 
-    def decode(self, probs: np.ndarray, top_k: int = 3) -> pd.DataFrame:
+    def decode(self, probs: np.ndarray, top_k: int = 3, min_prob: Optional[float] = None) -> pd.DataFrame:
+        """See ``table``. ``min_prob``: a single-label or hierarchy prediction (each level on its own)
+        less probable than this becomes the run's other label ("Other"; "unknown" without one), so
+        that an image of a class the model never learnt is not forced into a known one; top1..k keep
+        the model's best guesses."""
         labels = self.labels
         order = np.argsort(-probs[:, :len(labels.classes)], axis=1)[:, :top_k]
         top = {f"top{k + 1}": [labels.classes[i] for i in order[:, k]] for k in range(min(top_k, order.shape[1]))}
-        return pd.concat([labels.decode(probs, self.thresholds), pd.DataFrame(top),
-                          pd.DataFrame(probs, columns=labels.prob_columns())], axis=1)
+        decoded = labels.decode(probs, self.thresholds)
+        if min_prob is not None:
+            if labels.kind == "multilabel":
+                raise DataError("--min_prob applies to single-label and hierarchy models; a multi-label "
+                                "model's labels each have their fitted threshold")
+            other = labels.other_label or "unknown"
+            for pred in [c for c in decoded.columns if c == "pred" or c.startswith("pred_")]:
+                low = decoded[pred.replace("pred", "prob", 1)].to_numpy() < float(min_prob)
+                decoded[pred] = decoded[pred].where(~low, other)
+        return pd.concat([decoded, pd.DataFrame(top), pd.DataFrame(probs, columns=labels.prob_columns())], axis=1)

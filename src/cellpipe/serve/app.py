@@ -96,14 +96,12 @@ class Service:
     """The predictor, the batcher and the input checks behind the routes."""
 
     def __init__(self, predictor: Predictor, max_batch: int, max_wait_ms: float, max_queue: int,
-                 max_pixels: int, max_samples: int, top_k: int):
+                 max_pixels: int, max_samples: int, top_k: int, min_prob: Optional[float] = None):
         self.predictor, self.max_pixels, self.max_samples, self.top_k = predictor, max_pixels, max_samples, top_k
+        self.min_prob = min_prob
         self.batcher = MicroBatcher(self._predict, max_batch, max_wait_ms / 1000.0, max_queue)
         self.ids = itertools.count()
         self.names = predictor.info["channel_names"]
-        # each distinct rescale rule of the members: a sample must pass all of them
-        self.rules = list({json.dumps(m.dp.get("rescale"), sort_keys=True): m.dp.get("rescale")
-                           for m in predictor.members}.values())
 
     # --------------------------------------------------------------- checks
     def channel_text(self) -> str:
@@ -139,21 +137,16 @@ class Service:
                 raise BadInput(422, f"{files[0][0]} has {got} channel(s); the model reads channels "
                                     f"{self.predictor.channels} ({self.channel_text()})")
             planes = [arrays[0][..., c:c + 1] for c in range(n)]
-        deep = sorted({str(p.dtype) for p in planes if p.dtype != np.uint8})
-        if deep and None in self.rules:
-            raise BadInput(422, f"{label} is {deep[0]}; the model has no rescale rule for images deeper than "
-                                "8 bits (data_params/rescale was null in training): send 8-bit images")
-        for rule in self.rules:  # what the loader will do, so that a bad sample fails here, alone
-            try:
-                ImageFiles({label: planes}, n, rule).load_planes({"id": label}, 1, self.predictor.channels)
-            except DataError as e:
-                raise BadInput(422, str(e)) from None
+        try:  # what the loader will do, so that a bad sample fails here, alone
+            self.predictor.check(planes, label)
+        except DataError as e:
+            raise BadInput(422, str(e)) from None
         return planes
 
     def montage(self, planes: List[np.ndarray]) -> str:
         """The sample's colour composite in the model's channel colours, as a PNG data URL."""
-        planes = ImageFiles({"m": planes}, len(planes), self.rules[0]).load_planes({"id": "m"}, 1,
-                                                                                  self.predictor.channels)
+        rule = self.predictor.members[0].dp.get("rescale")
+        planes = ImageFiles({"m": planes}, len(planes), rule).load_planes({"id": "m"}, 1, self.predictor.channels)
         colours = [(tuple(c), float(v)) for c, v in self.predictor.info["colours"]]
         rgb = montage_tile(np.stack(planes, -1).astype(np.float32), colours)
         scale = MONTAGE_SIDE / max(rgb.shape[:2])  # shown at a readable size, aspect kept
@@ -166,7 +159,7 @@ class Service:
     # --------------------------------------------------------------- the model
     def _predict(self, samples: Dict) -> Dict:
         ids = list(samples)
-        table = self.predictor.table(samples, self.top_k)
+        table = self.predictor.table(samples, self.top_k, min_prob=self.min_prob)
         rows = json.loads(table.to_json(orient="records"))
         return dict(zip(ids, rows))
 
@@ -257,9 +250,11 @@ async def json_samples(service: Service, request: Request) -> List:
 
 def create_app(predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 5.0, max_queue: int = 64,
                max_upload_bytes: int = 64 * 2 ** 20, max_pixels: int = 4096 * 4096, max_samples: int = 64,
-               top_k: int = 3) -> FastAPI:
+               top_k: int = 3, min_prob: Optional[float] = None) -> FastAPI:
     """The FastAPI app serving ``predictor`` (limits as in src/serve.py's flags)."""
-    service = Service(predictor, max_batch, max_wait_ms, max_queue, max_pixels, max_samples, top_k)
+    if min_prob is not None and predictor.labels.kind == "multilabel":
+        raise DataError("--min_prob applies to single-label and hierarchy models, not multi-label ones")
+    service = Service(predictor, max_batch, max_wait_ms, max_queue, max_pixels, max_samples, top_k, min_prob)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -271,7 +266,8 @@ def create_app(predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 5
     app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
     limits = {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_queue": max_queue,
-              "max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels, "max_samples": max_samples, "top_k": top_k}
+              "max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels, "max_samples": max_samples, "top_k": top_k,
+              "min_prob": min_prob}
     thresholds = None if predictor.thresholds is None else [float(t) for t in np.ravel(predictor.thresholds)]
     separator = predictor.labels.joiner() if predictor.labels.kind == "multilabel" else None
     card = {**predictor.info, "version": predictor.info.get("sha256"), "thresholds": thresholds,
@@ -337,6 +333,7 @@ def create_app(predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 5
         except ClientDisconnect:  # the client left mid-upload: nobody to answer
             log.info("client disconnected during upload")
             return error(400, "client disconnected")
-        return await service.predict(samples, montage)
+        # a ready JSONResponse: FastAPI's encoder would walk every float of the answer again
+        return JSONResponse(await service.predict(samples, montage))
 
     return app

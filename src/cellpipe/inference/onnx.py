@@ -1,0 +1,47 @@
+"""ONNX weights of a run for onnxruntime on CPU: written by ``export --onnx`` next to the PyTorch
+checkpoint of each package member, and run in place of the PyTorch model (``--runtime onnx``) by
+``classify`` and the service, with the same preprocessing, TTA and decoding around it.
+
+The graph comes from PyTorch's torch.export-based exporter (onnxscript) with a dynamic batch axis;
+its outputs equal the PyTorch model's within 1e-4 (tests/inference/test_onnx.py).
+"""
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from cellpipe.core.errors import DataError
+
+INPUT, OUTPUT = "images", "logits"
+
+
+def export_onnx(model: nn.Module, n_channels: int, image_size: int, path: Path) -> Path:
+    """Write ``model`` (eval mode, CPU) as ONNX with inputs B x n_channels x image_size x image_size."""
+    model = model.cpu().eval()
+    example = torch.zeros(2, n_channels, image_size, image_size)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    program = torch.onnx.export(model, (example,), input_names=[INPUT], output_names=[OUTPUT],
+                                dynamic_shapes=({0: batch},), dynamo=True, verbose=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    program.save(str(path))
+    return path
+
+
+class OnnxModel(nn.Module):
+    """An onnxruntime session behind the nn.Module call the prediction loop makes."""
+
+    def __init__(self, path: Path, num_classes: int, threads: int = 0):
+        super().__init__()
+        import onnxruntime as ort
+
+        if not Path(path).is_file():
+            raise DataError(f"{path} not found: the package has no ONNX weights (export it with --onnx)")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: onnxruntime's default, one per core
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(x.detach().cpu().numpy(), np.float32)})[0]
+        return torch.from_numpy(out)

@@ -205,11 +205,5 @@ class Predictor:
         top = {f"top{k + 1}": [labels.classes[i] for i in order[:, k]] for k in range(min(top_k, order.shape[1]))}
         decoded = labels.decode(probs, self.thresholds)
         if min_prob is not None:
-            if labels.kind == "multilabel":
-                raise DataError("--min_prob applies to single-label and hierarchy models; a multi-label "
-                                "model's labels each have their fitted threshold")
-            other = labels.other_label or "unknown"
-            for pred in [c for c in decoded.columns if c == "pred" or c.startswith("pred_")]:
-                low = decoded[pred.replace("pred", "prob", 1)].to_numpy() < float(min_prob)
-                decoded[pred] = decoded[pred].where(~low, other)
+            decoded = labels.reject_unsure(decoded, min_prob)
         return pd.concat([decoded, pd.DataFrame(top), pd.DataFrame(probs, columns=labels.prob_columns())], axis=1)

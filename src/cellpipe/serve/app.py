@@ -28,6 +28,7 @@ from typing import Dict, List, Optional
 
 import cv2
 import numpy as np
+import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -252,8 +253,8 @@ def create_app(predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 5
                max_upload_bytes: int = 64 * 2 ** 20, max_pixels: int = 4096 * 4096, max_samples: int = 64,
                top_k: int = 3, min_prob: Optional[float] = None) -> FastAPI:
     """The FastAPI app serving ``predictor`` (limits as in src/serve.py's flags)."""
-    if min_prob is not None and predictor.labels.kind == "multilabel":
-        raise DataError("--min_prob applies to single-label and hierarchy models, not multi-label ones")
+    if min_prob is not None:  # refused at start-up for a multi-label model, not at its first request
+        predictor.labels.reject_unsure(pd.DataFrame(), min_prob)
     service = Service(predictor, max_batch, max_wait_ms, max_queue, max_pixels, max_samples, top_k, min_prob)
 
     @asynccontextmanager
@@ -269,9 +270,8 @@ def create_app(predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 5
               "max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels, "max_samples": max_samples, "top_k": top_k,
               "min_prob": min_prob}
     thresholds = None if predictor.thresholds is None else [float(t) for t in np.ravel(predictor.thresholds)]
-    separator = predictor.labels.joiner() if predictor.labels.kind == "multilabel" else None
     card = {**predictor.info, "version": predictor.info.get("sha256"), "thresholds": thresholds,
-            "separator": separator, "limits": limits}
+            "separator": predictor.labels.separator, "limits": limits}
     page = PAGE.read_text()
 
     @app.exception_handler(BadInput)

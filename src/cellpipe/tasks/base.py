@@ -148,6 +148,21 @@ class Task:
     def prob_columns(self) -> List[str]:
         return [f"prob_{c}" for c in self.classes]
 
+    def reject_unsure(self, decoded: pd.DataFrame, min_prob: float) -> pd.DataFrame:
+        """``decode``'s table with every prediction (``pred``, each ``pred_<level>``) less probable than
+        ``min_prob`` replaced by the other label ("unknown" without one): an image of a class the
+        model never learnt is not forced into a known one."""
+        out, other = decoded.copy(), self.other_label or "unknown"
+        for pred in [c for c in out.columns if c == "pred" or c.startswith("pred_")]:
+            low = out[pred.replace("pred", "prob", 1)].to_numpy() < float(min_prob)
+            out[pred] = out[pred].where(~low, other)
+        return out
+
+    @property
+    def separator(self) -> Optional[str]:
+        """How a prediction cell joins several class names (multi-label), None when it holds one."""
+        return None
+
     def canonical(self, labels: pd.Series) -> pd.Series:
         """Label cells as the class names they stand for (bundled names -> other_label)."""
         return labels.replace(self.aliases) if self.aliases else labels

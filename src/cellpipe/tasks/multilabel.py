@@ -206,6 +206,14 @@ class MultiLabel(Task):
             out[i] = row
         return out
 
+    def reject_unsure(self, decoded: pd.DataFrame, min_prob: float) -> pd.DataFrame:
+        raise DataError("--min_prob applies to single-label and hierarchy models; a multi-label model's "
+                        "labels each have their fitted threshold")
+
+    @property
+    def separator(self) -> str:
+        return self.joiner()
+
     def joiner(self) -> str:
         """How predicted names are joined: the separator, or ' | ' when a class name contains it."""
         sep = self.sep if self.sep.strip() else " "

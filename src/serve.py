@@ -14,7 +14,7 @@ from cellpipe.core import cli
 
 def main(model=None, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu", max_batch: int = 16,
          max_wait_ms: float = 5.0, max_queue: int = 64, max_upload_mb: float = 64.0, max_pixels: int = 4096 * 4096,
-         max_samples: int = 64, top_k: int = 3, min_prob: Optional[float] = None, tta=None, reduce=None, runtime: str = "torch",
+         max_planes: int = 64, max_samples: int = 64, max_connections: int = 256, top_k: int = 3, min_prob: Optional[float] = None, tta=None, reduce=None, runtime: str = "torch",
          log_level: str = "info"):
     """Load ``model`` once and answer requests until stopped (Ctrl-C or SIGTERM).
 
@@ -27,8 +27,11 @@ def main(model=None, host: str = "127.0.0.1", port: int = 8000, device: str = "c
         max_wait_ms: how long the first request of a batch waits for others to join it.
         max_queue: requests waiting for the model; a request beyond it is shed with 503.
         max_upload_mb: the largest request body (413 above it).
-        max_pixels: the largest image (height x width; 413 above it).
+        max_pixels: the largest image (height x width; 413 above it, read from the file's header before
+            decoding).
+        max_planes: the most channels or pages in one file (413 above it, from the header).
         max_samples: the most samples in one request (413 above it).
+        max_connections: concurrent connections uvicorn accepts; beyond them it answers 503 at once.
         top_k: how many top classes each answer lists.
         min_prob: single-label / hierarchy: a prediction below this probability becomes Other (classify's flag).
         tta: none | flip | d4 | five_crop | five_crop_flip (default: each run's predict_params/tta).
@@ -45,8 +48,8 @@ def main(model=None, host: str = "127.0.0.1", port: int = 8000, device: str = "c
         raise SystemExit("serve: --model PACKAGE is required")
     models = model.split(",") if isinstance(model, str) else list(model)
     app = create_app(Predictor(models, device, tta, reduce, runtime), max_batch, max_wait_ms, max_queue,
-                     int(max_upload_mb * 2 ** 20), max_pixels, max_samples, top_k, min_prob)
-    uvicorn.run(app, host=host, port=int(port), log_level=log_level)
+                     int(max_upload_mb * 2 ** 20), max_pixels, max_planes, max_samples, top_k, min_prob)
+    uvicorn.run(app, host=host, port=int(port), log_level=log_level, limit_concurrency=int(max_connections))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ def test_files_folders_globs_and_tables_with_unreadable_ones_listed(manifest_run
     shutil.copytree(root / "images", new / "nested" / "images")
     (new / "broken.png").write_text("not an image")
     cv2.imwrite(str(new / "grey.png"), np.zeros((20, 20), np.uint8))  # 1 channel for an RGB model
+    cv2.imwrite(str(new / "rgba.png"), np.full((20, 20, 4), 99, np.uint8))  # RGBA: its RGB is classified
     pngs = sorted((root / "images").glob("*.png"))
     pd.DataFrame({"path": [p.name for p in pngs[:3]]}).to_csv(root / "images" / "list.csv", index=False)
     out = inference.classify(str(new), str(root / "images" / "c0_*.png"), str(root / "images" / "list.csv"),
@@ -48,7 +49,8 @@ def test_files_folders_globs_and_tables_with_unreadable_ones_listed(manifest_run
     n_new = len(list((new / "nested").rglob("*.png")))
     labels = json.loads((run / "checkpoints" / "labels.json").read_text())["classes"]
     good = table[table["error"] == ""]
-    assert len(good) == n_new + len(set(pngs[:3]) | set((root / "images").glob("c0_*.png")))
+    assert len(good) == n_new + 1 + len(set(pngs[:3]) | set((root / "images").glob("c0_*.png")))
+    assert str(new / "rgba.png") in set(good["path"])
     probs = good[[f"prob_{c}" for c in labels]].to_numpy(float)
     assert np.allclose(probs.sum(1), 1, atol=1e-4) and set(good["pred"]) <= set(labels)
     assert (good["top1"] == good["pred"]).all() and {"top2", "top3"} <= set(table.columns)
@@ -148,6 +150,13 @@ def test_a_package_classifies_without_the_run_tree_and_refuses_edits(manifest_ru
     prob = [c for c in from_tree.columns if c.startswith("prob_")]
     assert np.allclose(from_tree[prob].to_numpy(float), from_pkg[prob].to_numpy(float), atol=1e-6)
     assert (from_tree["model"] == from_pkg["model"]).all()  # ids are checkpoint hashes, not paths
+    # a file slipped in among the members is refused, not loaded
+    extra = package / "members" / "9_extra" / "DONE.json"
+    extra.parent.mkdir()
+    extra.write_text("{}")
+    with pytest.raises(DataError, match=r"members/9_extra/DONE.json is not one of its recorded files"):
+        inference.classify(images, model=str(package), out=str(tmp_path / "c.csv"))
+    shutil.rmtree(extra.parent)
     # an edited file is named, and nothing is classified
     config = next(package.rglob("config.yml"))
     config.write_text(config.read_text() + "\n# edited\n")

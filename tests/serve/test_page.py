@@ -67,6 +67,17 @@ def test_upload_a_moth_photo_and_read_the_species_off_the_screenshot(tmp_path, b
         montage = result.find_element(By.CLASS_NAME, "montage")
         assert browser.execute_script("return arguments[0].naturalWidth", montage) == 256
         rect = montage.rect  # CSS pixels = screenshot pixels (headless, device pixel ratio 1)
+    # channel files go in the model's order: by its channel names (HPA stains), else by their numbers
+    order = browser.execute_script("""
+        card = {channel_names: arguments[0]};
+        return channelOrder(arguments[1].map((n) => new File([""], n))).map((f) => f.name);""",
+        ["red", "green", "blue", "yellow"], ["s_blue.png", "s_yellow.png", "s_red.png", "s_green.png"])
+    assert order == ["s_red.png", "s_green.png", "s_blue.png", "s_yellow.png"]
+    order = browser.execute_script("""
+        card = {channel_names: arguments[0]};
+        return channelOrder(arguments[1].map((n) => new File([""], n))).map((f) => f.name);""",
+        [f"channel {c}" for c in range(1, 12)], [f"B02_s1_w{c}.png" for c in (10, 2, 11, 1)])
+    assert order == ["B02_s1_w1.png", "B02_s1_w2.png", "B02_s1_w10.png", "B02_s1_w11.png"]
     assert result.find_element(By.CLASS_NAME, "pred").text == expected["pred"]
     # every level, with the joint decoding's names and probabilities
     assert [t.split(":")[0] for t in levels] == ["species", "genus", "group", "family"]

@@ -6,6 +6,7 @@ import base64
 import json
 import socket
 import threading
+import zlib
 from pathlib import Path
 
 import cv2
@@ -13,6 +14,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+import tifffile
 
 import inference
 import make_folds
@@ -92,11 +94,20 @@ def test_bad_input_is_a_4xx_naming_the_problem_and_the_service_keeps_answering(m
     cv2.imwrite(str(deep), np.full((20, 20, 3), 40000, np.uint16))
     cv2.imwrite(str(big), np.zeros((400, 400, 3), np.uint8))
     text = ("notes.png", b"this is not an image", "image/png")
+    # a few hundred bytes declaring 30000 x 30000 pixels: refused from its header, never decoded
+    png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    ihdr = png[12:16] + (30000).to_bytes(4, "big") * 2 + png[24:29]  # IHDR type + data, the size changed
+    bomb = ("bomb.png", png[:12] + ihdr + zlib.crc32(ihdr).to_bytes(4, "big") + png[33:], "image/png")
+    pages = tmp_path / "pages.tif"
+    tifffile.imwrite(pages, np.zeros((100, 16, 16), np.uint8))
     cases = [
         ({"files": [("image", text)]}, 422, "notes.png is not an image"),
         ({"files": _files([grey])}, 422, "grey.png has 1 channel(s); the model reads channels [1, 2, 3]"),
         ({"files": _files([deep])}, 422, "deep.png is uint16; the model has no rescale rule"),
         ({"files": _files([big])}, 413, "400 x 400 pixels, more than the limit of 90000"),
+        ({"files": [("image", bomb)]}, 413, "bomb.png: Image size (900000000 pixels) exceeds limit"),
+        ({"files": _files([pages])}, 413, "pages.tif has 100 planes (channels or pages), more than the limit of 64"),
+        ({"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data"}}, 422, "multipart body"),
         ({"files": [("picture", text)]}, 422, "unknown field(s) ['picture']"),
         ({"files": _files(images[:2]) + _files([grey], "channel")}, 422, "not both"),
         ({"files": _files([grey, grey], "channel")}, 422, "2 channel file(s); the model reads 3"),

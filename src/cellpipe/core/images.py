@@ -43,12 +43,57 @@ def read_image(path) -> np.ndarray:
     return _channels_last(_decode_other(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), path), path)
 
 
-def decode_image(data: bytes, name: str = "upload") -> np.ndarray:
+class ImageTooLarge(DataError):
+    """An image whose header declares more pixels or planes than allowed (refused before decoding)."""
+
+
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def declared_size(data: bytes, name: str):
+    """(height, width, planes) from an image file's header, without decoding its pixels; None when
+    the header is not one Pillow or tifffile can read (OpenCV may still decode it)."""
+    import io
+
+    if data[:4] in TIFF_MAGIC:
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(io.BytesIO(data)) as tif:
+                series = tif.series[0]
+                sizes = dict(zip(series.axes, series.shape))
+                h, w = sizes.get("Y", 1), sizes.get("X", 1)
+                return h, w, int(np.prod(series.shape)) // max(1, h * w)
+        except Exception as e:  # noqa: BLE001 - as _read_tiff: one line naming the file
+            raise DataError(f"cannot decode TIFF {name}: {type(e).__name__}: {e}") from None
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size[1], img.size[0], len(img.getbands())
+    except Image.DecompressionBombError as e:
+        raise ImageTooLarge(f"{name}: {e}") from None
+    except Exception:  # noqa: BLE001 - not a header Pillow knows: OpenCV decides
+        return None
+
+
+def decode_image(data: bytes, name: str = "upload", max_pixels: Optional[int] = None,
+                 max_planes: Optional[int] = None) -> np.ndarray:
     """The bytes of an image file (an upload) as ``read_image`` returns that file: TIFF by its magic
-    number, everything else through OpenCV; ``name`` only labels errors."""
+    number, everything else through OpenCV; ``name`` only labels errors. With ``max_pixels`` (height
+    x width) and ``max_planes`` (channels or pages) the header is checked first, so that a small file
+    declaring a huge image (a decompression bomb) is refused without allocating it (ImageTooLarge)."""
     if not data:
         raise DataError(f"{name}: empty file")
-    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+    size = declared_size(data, name) if max_pixels or max_planes else None
+    if size is not None:
+        h, w, planes = size
+        if max_pixels and h * w > max_pixels:
+            raise ImageTooLarge(f"{name} is {w} x {h} pixels, more than the limit of {max_pixels} (--max_pixels)")
+        if max_planes and planes > max_planes:
+            raise ImageTooLarge(f"{name} has {planes} planes (channels or pages), more than the limit of "
+                                f"{max_planes} (--max_planes)")
+    if data[:4] in TIFF_MAGIC:
         import io
 
         return _channels_last(_read_tiff(io.BytesIO(data), name), name)

@@ -82,59 +82,44 @@ def gather(inputs: Sequence[str]) -> List[str]:
 
 
 def complete(groups: dict, channels: Sequence[int], check=None):
-    """(samples with a readable single-channel file for every channel up to the model's last, [(sample,
-    reason)]); ``check(planes, name)`` raises DataError for a sample the model cannot take."""
-    need = list(range(1, max(channels) + 1))
+    """({sample: {channel: file}} for the samples with a readable single-channel file for each of the
+    model's ``channels``, [(sample, reason)]); ``check(planes, name)`` raises DataError for a sample
+    the model cannot take."""
     ok, bad = {}, []
     for sample, files in tqdm(groups.items(), desc="check samples", unit="sample", leave=False):
-        missing = [c for c in need if c not in files]
+        missing = [c for c in channels if c not in files]
         if missing:
             bad.append((sample, f"no file for channel(s) {missing}"))
             continue
         try:
-            planes = [read_image(files[c]) for c in need]
-        except DataError as e:
-            bad.append((sample, str(e)))
-            continue
-        deep = [files[c] for c, p in zip(need, planes) if p.ndim == 3 and p.shape[-1] != 1]
-        if deep:
-            bad.append((sample, f"{deep[0]} has several channels; --pattern needs one channel per file"))
-            continue
-        try:
+            planes = {c: read_image(files[c]) for c in channels}
+            deep = [files[c] for c, p in planes.items() if p.shape[-1] != 1]
+            if deep:
+                raise DataError(f"{deep[0]} has several channels; --pattern needs one channel per file")
             if check:
                 check(planes, sample)
-            ok[sample] = [files[c] for c in need]
+            ok[sample] = {c: files[c] for c in channels}
         except DataError as e:
             bad.append((sample, str(e)))
     return ok, bad
 
 
-def readable(paths: Sequence[str], channels: Sequence[int], check=None) -> Tuple[List[str], List[Tuple[str, str]], int]:
-    """(paths that decode and hold the run's ``channels``, [(path, reason)] of the others, their channel
-    count: that of the first readable file, which every other must share); ``check(planes, name)``
-    raises DataError for an image the model cannot take (a bit depth without a rescale rule)."""
-    ok, bad, count = [], [], None
+def readable(paths: Sequence[str], channels: Sequence[int], check=None) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """(paths that decode and hold the run's ``channels``, [(path, reason)] of the others);
+    ``check(planes, name)`` raises DataError for an image the model cannot take (a bit depth without a
+    rescale rule)."""
+    ok, bad = [], []
     for path in tqdm(paths, desc="check images", unit="file", leave=False):
         try:
             img = read_image(path)
+            if img.shape[-1] < max(channels):
+                raise DataError(f"{img.shape[-1]} channel(s); the model reads channels {list(channels)}")
+            if check:
+                check({c: img[..., c - 1:c] for c in channels}, path)
+            ok.append(path)
         except DataError as e:
             bad.append((path, str(e)))
-            continue
-        got = 1 if img.ndim == 2 else img.shape[-1]
-        if got < max(channels):
-            bad.append((path, f"{got} channel(s); the model reads channels {list(channels)}"))
-        elif count is not None and got != count:
-            bad.append((path, f"{got} channel(s) where the other files have {count}"))
-        else:
-            try:
-                if check:
-                    check([img[..., c:c + 1] for c in range(max(channels))], path)
-            except DataError as e:
-                bad.append((path, str(e)))
-                continue
-            ok.append(path)
-            count = got
-    return ok, bad, count or max(channels)
+    return ok, bad
 
 
 def classify(models: Sequence[str], inputs: Sequence[str], out: str, batch_size: int = 32, num_workers: int = 0,
@@ -145,20 +130,19 @@ def classify(models: Sequence[str], inputs: Sequence[str], out: str, batch_size:
     predictor = Predictor(models, device, tta, reduce, runtime, group_stats)
     paths = gather(inputs)
     if pattern:
-        names = dict(zip(predictor.info["channel_names"], predictor.info["channels"]))
-        groups, bad = group_channels(paths, pattern, names)
+        groups, bad = group_channels(paths, pattern, predictor.channel_numbers)
         samples, missing = complete(groups, predictor.channels, predictor.check)
-        bad, n_channels = bad + missing, predictor.n_channels
+        bad += missing
     else:
-        ok, bad, n_channels = readable(paths, predictor.channels, predictor.check)
+        ok, bad = readable(paths, predictor.channels, predictor.check)
         samples = {p: p for p in ok}
     ok = list(samples)
     parts = []
     if ok:
         where = pd.DataFrame({"path": ok})
         if pattern:  # the sample's files, channel 1 first
-            where["files"] = [";".join(samples[s]) for s in ok]
-        probs = predictor.probabilities(samples, batch_size, num_workers, n_channels)
+            where["files"] = [";".join(samples[s].values()) for s in ok]
+        probs = predictor.probabilities(samples, batch_size, num_workers)
         parts.append(pd.concat([where, predictor.decode(probs, top_k, min_prob)], axis=1).assign(error=""))
     if bad:
         parts.append(pd.DataFrame({"path": [b[0] for b in bad], "error": [b[1] for b in bad]}))

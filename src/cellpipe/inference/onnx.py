@@ -2,8 +2,9 @@
 checkpoint of each package member, and run in place of the PyTorch model (``--runtime onnx``) by
 ``classify`` and the service, with the same preprocessing, TTA and decoding around it.
 
-The graph comes from PyTorch's torch.export-based exporter (onnxscript) with a dynamic batch axis;
-its outputs equal the PyTorch model's within 1e-4 (tests/inference/test_onnx.py).
+The graph comes from PyTorch's torch.export-based exporter (onnxscript) with dynamic batch, height
+and width (five-crop views are smaller than the training size); its outputs equal the PyTorch
+model's within 1e-4 (tests/inference/test_onnx.py).
 """
 from pathlib import Path
 
@@ -20,9 +21,15 @@ def export_onnx(model: nn.Module, n_channels: int, image_size: int, path: Path) 
     """Write ``model`` (eval mode, CPU) as ONNX with inputs B x n_channels x image_size x image_size."""
     model = model.cpu().eval()
     example = torch.zeros(2, n_channels, image_size, image_size)
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    program = torch.onnx.export(model, (example,), input_names=[INPUT], output_names=[OUTPUT],
-                                dynamic_shapes=({0: batch},), dynamo=True, verbose=False)
+    # batch, height and width dynamic: five-crop TTA views are smaller than the training size
+    dims = {0: torch.export.Dim("batch", min=1, max=65536), 2: torch.export.Dim("height", min=2, max=16384),
+            3: torch.export.Dim("width", min=2, max=16384)}
+    try:
+        program = torch.onnx.export(model, (example,), input_names=[INPUT], output_names=[OUTPUT],
+                                    dynamic_shapes=(dims,), dynamo=True, verbose=False)
+    except Exception as e:  # noqa: BLE001 - torch.export raises many kinds; the model is what to name
+        raise DataError(f"cannot export {type(model).__name__} to ONNX with dynamic batch and size: "
+                        f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path))
     return path

@@ -15,6 +15,7 @@ with the file named. Written to a staged folder and renamed into place.
 import hashlib
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -28,17 +29,25 @@ MEMBER_FILES = (layout.CONFIG_FILE, layout.DONE_FILE, layout.FINAL_CHECKPOINT, l
                 layout.THRESHOLDS)
 
 
-def channel_info(cfg: dict, channels: Sequence[int]):
-    """(names, colours) of ``channels`` of the run's source: the adapter's when it knows them without
-    data (HPA's stains, RxRx1's dyes), else "channel k" and the default palette at an 8-bit window."""
+def source_channels(cfg: dict):
+    """(names, colours) of every channel of the run's source when the adapter knows them without data
+    (HPA's stains, RxRx1's dyes, three-channel RGB), else ([], [])."""
     from cellpipe.sources import make_source
+
+    with tempfile.TemporaryDirectory() as empty:  # an empty root: adapters must not scan the host's files
+        try:
+            source = make_source(dict(cfg["data_params"], root=empty))
+            return list(source.channel_names), list(source.colours())
+        except Exception:  # noqa: BLE001 - adapters that learn their channels from their files
+            return [], []
+
+
+def channel_info(cfg: dict, channels: Sequence[int]):
+    """(names, colours) of ``channels`` of the run's source: the adapter's (source_channels), else
+    "channel k" and the default palette at an 8-bit window."""
     from cellpipe.sources.base import PALETTE, RGB
 
-    try:
-        source = make_source(dict(cfg["data_params"], root="/"))
-        names, colours = list(source.channel_names), list(source.colours())
-    except Exception:  # noqa: BLE001 - adapters that learn their channels from their files
-        names, colours = [], []
+    names, colours = source_channels(cfg)
     if len(names) < max(channels) or len(colours) < max(channels):
         names = [f"channel {c}" for c in range(1, max(channels) + 1)]
         palette = RGB if max(channels) == 3 else PALETTE  # as Source.colours: three channels are RGB
@@ -109,9 +118,14 @@ def export(runs: Sequence[Path], out: Path, onnx: bool = False) -> Path:
 
 
 def verify(package: Path) -> dict:
-    """package.json of ``package`` after checking every listed file's hash (DataError naming the first bad one)."""
+    """package.json of ``package`` after checking every listed file's hash and that nothing unlisted
+    sits among the members (DataError naming the first bad file)."""
     package = Path(package)
     meta = json.loads((package / PACKAGE_FILE).read_text())
+    unlisted = sorted(str(f.relative_to(package)) for f in (package / "members").rglob("*")
+                      if f.is_file() and str(f.relative_to(package)) not in meta["files"])
+    if unlisted:
+        raise DataError(f"model package {package}: {unlisted[0]} is not one of its recorded files (added after export?)")
     for name, digest in meta["files"].items():
         path = package / name
         if not path.is_file():

@@ -18,10 +18,11 @@ from cellpipe.core import config as cfglib
 from cellpipe.core import layout
 from cellpipe.core.errors import DataError
 from cellpipe.core.fsutil import file_sha256
+from cellpipe.core.images import read_image
 from cellpipe.data.build import context_spec, make_eval_dataset
 from cellpipe.data.normalize import make_normalizer
 from cellpipe.data.tta import tta_views
-from cellpipe.inference.package import PACKAGE_FILE, model_card, verify
+from cellpipe.inference.package import PACKAGE_FILE, model_card, source_channels, verify
 from cellpipe.inference.predict import _data_params, load_run, resolve_device, tta_settings
 from cellpipe.sources.base import TABLE_COLUMNS, Source
 from cellpipe.training.evaluate import predict_logits
@@ -29,15 +30,16 @@ from cellpipe.training.evaluate import predict_logits
 
 class ImageFiles(Source):
     """The given samples as a test split. ``samples`` maps a sample id to its one file (or decoded
-    H x W x C array) holding ``n_channels`` channels, or to its list of single-channel files (or
-    H x W x 1 arrays), one per channel in order."""
+    H x W x C array) holding at least ``n_channels`` channels (the first ``n_channels`` are used), or to
+    its single-channel files (or H x W x 1 arrays) as a {channel number: file} mapping or a list of
+    channels 1..n."""
 
     name = "files"
 
     def __init__(self, samples: dict, n_channels: int, rescale: Optional[dict] = None):
         super().__init__("/", rescale=rescale)  # the run's rule for deeper-than-8-bit files
         self.samples, self._n = dict(samples), int(n_channels)
-        self.per_channel_files = any(isinstance(v, (list, tuple)) for v in self.samples.values())
+        self.per_channel_files = any(isinstance(v, (list, tuple, dict)) for v in self.samples.values())
 
     def catalog(self) -> pd.DataFrame:
         # ids are a dict's keys (unique), the split and labels fixed: finish_table would find nothing, and
@@ -55,17 +57,22 @@ class ImageFiles(Source):
     def channel_names(self) -> List[str]:
         return [f"channel {c}" for c in range(1, self._n + 1)]
 
+    def _items(self, row, channels) -> list:
+        value = self.samples[row["id"]]
+        if not self.per_channel_files:
+            return [value]
+        return [value[c] if isinstance(value, dict) else value[c - 1] for c in channels]
+
     def image_files(self, row, site: int, channels) -> List[Path]:
-        files = self.samples[row["id"]]
-        return [Path(files[c - 1]) for c in channels] if self.per_channel_files else [Path(files)]
+        return [Path(f) for f in self._items(row, channels)]
 
     def read_arrays(self, row, site: int, channels):
-        value = self.samples[row["id"]]
-        if isinstance(value, np.ndarray):
-            return [value], [row["id"]]
-        if self.per_channel_files and isinstance(value[0], np.ndarray):
-            return [value[c - 1] for c in channels], [f"{row['id']} channel {c}" for c in channels]
-        return super().read_arrays(row, site, channels)
+        items = self._items(row, channels)
+        arrays = [v if isinstance(v, np.ndarray) else read_image(v) for v in items]
+        names = [f"{row['id']} channel {c}" if isinstance(v, np.ndarray) else v for c, v in zip(channels, items)]
+        if not self.per_channel_files:  # RGBA for an RGB model, a stack with extra pages: the model's channels
+            return [arrays[0][..., :self._n]], [row["id"] if isinstance(items[0], np.ndarray) else items[0]]
+        return arrays, names
 
 
 def run_dirs(models: Sequence[str]) -> List[Path]:
@@ -74,9 +81,9 @@ def run_dirs(models: Sequence[str]) -> List[Path]:
     out = []
     for m in models:
         m = Path(m)
-        if (m / PACKAGE_FILE).is_file():
-            verify(m)
-        if (m / layout.DONE_FILE).is_file():
+        if (m / PACKAGE_FILE).is_file():  # exactly the members it lists, every file checked
+            out += [m / member["folder"] for member in verify(m)["members"]]
+        elif (m / layout.DONE_FILE).is_file():
             out.append(m)
         else:
             found = sorted(p.parent for p in m.rglob(layout.DONE_FILE)) if m.is_dir() else []
@@ -115,7 +122,8 @@ class Member:
         if dp["normalization"] not in ("none", "dataset", "image") and group_stats != "inputs":
             raise DataError(f"{run_dir}: the run normalises per {dp['normalization']} with that group's statistics; "
                             "classify new images of one such group (a plate, an experiment) with --group_stats "
-                            "inputs, which normalises them by their own per-channel mean and std")
+                            "inputs, which normalises them by their own per-channel mean and std (the service "
+                            "takes samples one by one and cannot serve such a run)")
         if context_spec(payload["model_params"]):
             raise DataError(f"{run_dir}: the model takes a context column "
                             f"({payload['model_params']['context_column']}), which new images do not have")
@@ -125,7 +133,7 @@ class Member:
         self.id = model_id(run_dir)
 
     def probabilities(self, samples: dict, n_channels: int, batch_size: int, num_workers: int, device,
-                      desc: str) -> np.ndarray:
+                      desc: Optional[str]) -> np.ndarray:
         source = ImageFiles(samples, n_channels, self.dp.get("rescale"))
         table = source.catalog()
         if self.dp["normalization"] not in ("none", "dataset", "image"):  # --group_stats inputs: one group
@@ -161,15 +169,20 @@ class Predictor:
         self.model_ids = [m.id for m in self.members]
         self.info = model_card(self.runs)
         packages = {Path(p) for p in models if (Path(p) / PACKAGE_FILE).is_file()}
-        if len(packages) == 1:
-            self.info["sha256"] = verify(packages.pop())["sha256"]
+        if len(packages) == 1:  # verified by run_dirs
+            self.info["sha256"] = json.loads((packages.pop() / PACKAGE_FILE).read_text())["sha256"]
+        # channel name -> number over the whole source (a {channel} in a file name may be a name)
+        names = source_channels(self.members[0].cfg)[0] or self.info["channel_names"]
+        numbers = range(1, len(names) + 1) if len(names) >= self.n_channels else self.info["channels"]
+        self.channel_numbers = dict(zip(names, numbers))
         self.info["models"] = self.model_ids
         self.info["runtime"] = runtime
 
-    def check(self, planes: List[np.ndarray], name: str) -> None:
-        """Do now what the loader will do with one sample's single-channel planes (H x W x 1, their own
-        dtype), so that a bad sample is reported alone: each member's rescale rule (DataError naming it)."""
-        deep = sorted({str(p.dtype) for p in planes if p.dtype != np.uint8})
+    def check(self, planes: dict, name: str) -> None:
+        """Do now what the loader will do with one sample's single-channel planes ({channel: H x W x 1}
+        in their own dtype, for every channel of ``self.channels``), so that a bad sample is reported
+        alone: each member's rescale rule (DataError naming the sample)."""
+        deep = sorted({str(p.dtype) for p in planes.values() if p.dtype != np.uint8})
         if deep and any(m.dp.get("rescale") is None for m in self.members):
             raise DataError(f"{name} is {deep[0]}; the model has no rescale rule for images deeper than 8 bits "
                             "(it was trained with data_params/rescale null): give it 8-bit images")
@@ -181,18 +194,17 @@ class Predictor:
         return ";".join(self.model_ids)
 
     def probabilities(self, samples: dict, batch_size: int = 32, num_workers: int = 0,
-                      n_channels: Optional[int] = None) -> np.ndarray:
-        """Averaged probabilities of ``samples`` (see ImageFiles; whole files hold ``n_channels``,
-        default the model's), in their order."""
-        probs = sum(m.probabilities(samples, n_channels or self.n_channels, batch_size, num_workers, self.device,
-                                    f"classify {m.run_dir.name}") for m in self.members)
+                      progress: bool = True) -> np.ndarray:
+        """Averaged probabilities of ``samples`` (see ImageFiles), in their order."""
+        probs = sum(m.probabilities(samples, self.n_channels, batch_size, num_workers, self.device,
+                                    f"classify {m.run_dir.name}" if progress else None) for m in self.members)
         return probs / len(self.members)
 
     def table(self, samples: dict, top_k: int = 3, batch_size: int = 32, num_workers: int = 0,
-              min_prob: Optional[float] = None) -> pd.DataFrame:
+              min_prob: Optional[float] = None, progress: bool = True) -> pd.DataFrame:
         """One row per sample: the task's decoded prediction (class and probability; every hierarchy
         level; the multi-label set at the thresholds), top1..top_k, one probability per output."""
-        probs = self.probabilities(samples, batch_size, num_workers)
+        probs = self.probabilities(samples, batch_size, num_workers, progress)
         return self.decode(probs, top_k, min_prob)
 
     def decode(self, probs: np.ndarray, top_k: int = 3, min_prob: Optional[float] = None) -> pd.DataFrame:

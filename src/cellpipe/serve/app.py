@@ -38,7 +38,7 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 
 from cellpipe.core.errors import DataError
-from cellpipe.core.images import decode_image
+from cellpipe.core.images import ImageTooLarge, decode_image
 from cellpipe.inference.predictor import ImageFiles, Predictor
 from cellpipe.reports.montage import montage_tile
 from cellpipe.serve.batcher import MicroBatcher, Overloaded
@@ -97,9 +97,9 @@ class Service:
     """The predictor, the batcher and the input checks behind the routes."""
 
     def __init__(self, predictor: Predictor, max_batch: int, max_wait_ms: float, max_queue: int,
-                 max_pixels: int, max_samples: int, top_k: int, min_prob: Optional[float] = None):
-        self.predictor, self.max_pixels, self.max_samples, self.top_k = predictor, max_pixels, max_samples, top_k
-        self.min_prob = min_prob
+                 max_pixels: int, max_planes: int, max_samples: int, top_k: int, min_prob: Optional[float] = None):
+        self.predictor, self.max_pixels, self.max_planes = predictor, max_pixels, max_planes
+        self.max_samples, self.top_k, self.min_prob = max_samples, top_k, min_prob
         self.batcher = MicroBatcher(self._predict, max_batch, max_wait_ms / 1000.0, max_queue)
         self.ids = itertools.count()
         self.names = predictor.info["channel_names"]
@@ -109,47 +109,53 @@ class Service:
         pairs = zip(self.predictor.info["channels"], self.names)
         return ", ".join(n if n == f"channel {c}" else f"{c} {n}" for c, n in pairs)
 
+    def count(self, n: int) -> None:
+        if not n:
+            raise BadInput(422, "no sample given: send image (one file per sample) or channel files, "
+                                "or JSON {\"samples\": [...]}")
+        if n > self.max_samples:
+            raise BadInput(413, f"{n} samples in one request; the limit is {self.max_samples} (--max_samples)")
+
     def decode(self, data: bytes, name: str) -> np.ndarray:
-        try:
-            img = decode_image(data, name)
+        try:  # the header first: a small file declaring a huge image is refused before decoding
+            return decode_image(data, name, self.max_pixels, self.max_planes)
+        except ImageTooLarge as e:
+            raise BadInput(413, str(e)) from None
         except DataError as e:
             raise BadInput(422, f"{name} is not an image the service can read: {e}") from None
-        if img.shape[0] * img.shape[1] > self.max_pixels:
-            raise BadInput(413, f"{name} is {img.shape[1]} x {img.shape[0]} pixels, more than the limit of "
-                                f"{self.max_pixels} (--max_pixels)")
-        return img
 
-    def planes(self, files: List, per_channel: bool, label: str) -> List[np.ndarray]:
-        """One sample's files (name, bytes) -> its single-channel planes 1..n in their own dtype,
-        checked: channel count, sizes, and the run's rescale rule for deeper than 8-bit data."""
-        n = self.predictor.n_channels
+    def planes(self, files: List, per_channel: bool, label: str) -> Dict[int, np.ndarray]:
+        """One sample's files [(name, bytes)] -> {channel: H x W x 1 plane} for each channel the model
+        reads, in their own dtype, checked: channel count, sizes, the rescale rule of deeper data."""
+        channels = self.predictor.channels
+        if per_channel and len(files) != len(channels):
+            raise BadInput(422, f"{label}: {len(files)} channel file(s); the model reads {len(channels)} "
+                                f"({self.channel_text()}), one single-channel file each, in that order")
         arrays = [self.decode(data, name) for name, data in files]
         if per_channel:
-            if len(arrays) != n:
-                raise BadInput(422, f"{label}: {len(arrays)} channel file(s); the model reads {n} "
-                                    f"({self.channel_text()}), one single-channel file each, in that order")
             deep = [name for (name, _), a in zip(files, arrays) if a.shape[-1] != 1]
             if deep:
                 raise BadInput(422, f"{deep[0]} has several channels; a channel field takes a single-channel file")
-            planes = arrays
+            planes = dict(zip(channels, arrays))
         else:
             got = arrays[0].shape[-1]
-            if got < n:
+            if got < max(channels):
                 raise BadInput(422, f"{files[0][0]} has {got} channel(s); the model reads channels "
-                                    f"{self.predictor.channels} ({self.channel_text()})")
-            planes = [arrays[0][..., c:c + 1] for c in range(n)]
+                                    f"{channels} ({self.channel_text()})")
+            planes = {c: arrays[0][..., c - 1:c].copy() for c in channels}  # copies: the rest is freed
         try:  # what the loader will do, so that a bad sample fails here, alone
             self.predictor.check(planes, label)
         except DataError as e:
             raise BadInput(422, str(e)) from None
         return planes
 
-    def montage(self, planes: List[np.ndarray]) -> str:
+    def montage(self, planes: Dict[int, np.ndarray]) -> str:
         """The sample's colour composite in the model's channel colours, as a PNG data URL."""
         rule = self.predictor.members[0].dp.get("rescale")
-        planes = ImageFiles({"m": planes}, len(planes), rule).load_planes({"id": "m"}, 1, self.predictor.channels)
+        channels = self.predictor.channels
+        img = ImageFiles({"m": planes}, max(channels), rule).load_planes({"id": "m"}, 1, channels)
         colours = [(tuple(c), float(v)) for c, v in self.predictor.info["colours"]]
-        rgb = montage_tile(np.stack(planes, -1).astype(np.float32), colours)
+        rgb = montage_tile(np.stack(img, -1).astype(np.float32), colours)
         scale = MONTAGE_SIDE / max(rgb.shape[:2])  # shown at a readable size, aspect kept
         if scale != 1:
             size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
@@ -160,18 +166,12 @@ class Service:
     # --------------------------------------------------------------- the model
     def _predict(self, samples: Dict) -> Dict:
         ids = list(samples)
-        table = self.predictor.table(samples, self.top_k, min_prob=self.min_prob)
-        rows = json.loads(table.to_json(orient="records"))
+        table = self.predictor.table(samples, self.top_k, min_prob=self.min_prob, progress=False)
+        rows = json.loads(table.to_json(orient="records", double_precision=15))
         return dict(zip(ids, rows))
 
     async def predict(self, samples: List, montage: bool) -> dict:
         """samples: [(name, planes)] -> the JSON answer."""
-        if not samples:
-            raise BadInput(422, "no sample given: send image (one file per sample) or channel files, "
-                                "or JSON {\"samples\": [...]}")
-        if len(samples) > self.max_samples:
-            raise BadInput(413, f"{len(samples)} samples in one request; the limit is {self.max_samples} "
-                                "(--max_samples)")
         request = next(self.ids)
         keyed = {f"{request}/{k}": planes for k, (_, planes) in enumerate(samples)}
         answers = await self.batcher.submit(keyed)
@@ -185,31 +185,36 @@ class Service:
 
 
 async def form_samples(service: Service, request: Request) -> List:
-    n_files = service.max_samples * service.predictor.n_channels
+    n_files = service.max_samples * len(service.predictor.channels)
     try:
-        form = await request.form(max_files=n_files, max_fields=n_files)
-    except MultiPartException as e:
-        raise BadInput(422 if "Too many" not in str(e) else 413, f"multipart body: {e}") from None
-    unknown = sorted({k for k in form.keys() if k not in FIELDS})
-    if unknown:
-        raise BadInput(422, f"unknown field(s) {unknown}; POST /predict takes 'image' (one file per sample, "
-                            "repeatable) or 'channel' (one single-channel file per channel of one sample, in order)")
-    images, channels = form.getlist("image"), form.getlist("channel")
-    if images and channels:
-        raise BadInput(422, "send either 'image' files (one per sample) or 'channel' files (one sample), not both")
-    for value in images + channels:
-        if isinstance(value, str):
-            raise BadInput(422, "fields 'image' and 'channel' take files (multipart file uploads), not text")
-    if channels:
-        files = [(f.filename or f"channel {k + 1}", await f.read()) for k, f in enumerate(channels)]
-        name = files[0][0]
-        return [(name, await run_in_threadpool(service.planes, files, True, name))]
-    out = []
-    for k, f in enumerate(images):
-        name = f.filename or f"image {k + 1}"
-        data = await f.read()
-        out.append((name, await run_in_threadpool(service.planes, [(name, data)], False, name)))
-    return out
+        form = await request.form(max_files=n_files + 1, max_fields=n_files + 1)
+    except (MultiPartException, StarletteHTTPException) as e:  # starlette wraps parse errors in a 400
+        detail = getattr(e, "detail", None) or str(e)
+        raise BadInput(413 if "Too many" in detail else 422, f"multipart body: {detail}") from None
+    try:
+        unknown = sorted({k for k in form.keys() if k not in FIELDS})
+        if unknown:
+            raise BadInput(422, f"unknown field(s) {unknown}; POST /predict takes 'image' (one file per sample, "
+                                "repeatable) or 'channel' (one single-channel file per channel of one sample, in order)")
+        images, channels = form.getlist("image"), form.getlist("channel")
+        if images and channels:
+            raise BadInput(422, "send either 'image' files (one per sample) or 'channel' files (one sample), not both")
+        for value in images + channels:
+            if isinstance(value, str):
+                raise BadInput(422, "fields 'image' and 'channel' take files (multipart file uploads), not text")
+        service.count(1 if channels else len(images))
+        if channels:
+            files = [(f.filename or f"channel {k + 1}", await f.read()) for k, f in enumerate(channels)]
+            name = files[0][0]
+            return [(name, await run_in_threadpool(service.planes, files, True, name))]
+        out = []
+        for k, f in enumerate(images):
+            name = f.filename or f"image {k + 1}"
+            data = await f.read()
+            out.append((name, await run_in_threadpool(service.planes, [(name, data)], False, name)))
+        return out
+    finally:
+        await form.close()
 
 
 async def json_samples(service: Service, request: Request) -> List:
@@ -223,9 +228,7 @@ async def json_samples(service: Service, request: Request) -> List:
     unknown = sorted(set(body) - JSON_KEYS)
     if unknown:
         raise BadInput(422, f"unknown key(s) {unknown} in the JSON body; it takes {sorted(JSON_KEYS)}")
-    if len(body["samples"]) > service.max_samples:
-        raise BadInput(413, f"{len(body['samples'])} samples in one request; the limit is {service.max_samples} "
-                            "(--max_samples)")
+    service.count(len(body["samples"]))
     out = []
     for k, sample in enumerate(body["samples"]):
         where = f"samples[{k}]"
@@ -250,12 +253,13 @@ async def json_samples(service: Service, request: Request) -> List:
 
 
 def create_app(predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 5.0, max_queue: int = 64,
-               max_upload_bytes: int = 64 * 2 ** 20, max_pixels: int = 4096 * 4096, max_samples: int = 64,
-               top_k: int = 3, min_prob: Optional[float] = None) -> FastAPI:
+               max_upload_bytes: int = 64 * 2 ** 20, max_pixels: int = 4096 * 4096, max_planes: int = 64,
+               max_samples: int = 64, top_k: int = 3, min_prob: Optional[float] = None) -> FastAPI:
     """The FastAPI app serving ``predictor`` (limits as in src/serve.py's flags)."""
     if min_prob is not None:  # refused at start-up for a multi-label model, not at its first request
         predictor.labels.reject_unsure(pd.DataFrame(), min_prob)
-    service = Service(predictor, max_batch, max_wait_ms, max_queue, max_pixels, max_samples, top_k, min_prob)
+    service = Service(predictor, max_batch, max_wait_ms, max_queue, max_pixels, max_planes, max_samples, top_k,
+                      min_prob)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -267,7 +271,8 @@ def create_app(predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 5
     app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
     limits = {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_queue": max_queue,
-              "max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels, "max_samples": max_samples, "top_k": top_k,
+              "max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels, "max_planes": max_planes,
+              "max_samples": max_samples, "top_k": top_k,
               "min_prob": min_prob}
     thresholds = None if predictor.thresholds is None else [float(t) for t in np.ravel(predictor.thresholds)]
     card = {**predictor.info, "version": predictor.info.get("sha256"), "thresholds": thresholds,
@@ -301,7 +306,7 @@ def create_app(predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 5
     @app.exception_handler(Exception)
     async def internal(request, exc: Exception):  # logged; the process keeps serving
         log.exception("request failed")
-        return error(500, f"internal error: {type(exc).__name__}: {exc}")
+        return error(500, f"internal error ({type(exc).__name__}); the server log has the details")
 
     @app.get("/", response_class=HTMLResponse)
     async def index():
@@ -310,7 +315,9 @@ def create_app(predictor: Predictor, max_batch: int = 16, max_wait_ms: float = 5
     @app.get("/health")
     async def health():
         b = service.batcher
-        return {"status": "ok", "queue": b.queue.qsize(), "batches": b.batches, "samples": b.samples, "shed": b.shed}
+        body = {"status": "ok" if b.alive else "failing", "queue": b.queue.qsize(), "batches": b.batches,
+                "samples": b.samples, "shed": b.shed}
+        return JSONResponse(body, status_code=200 if b.alive else 503)
 
     @app.get("/model")
     async def model():

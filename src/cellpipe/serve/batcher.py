@@ -35,6 +35,23 @@ class MicroBatcher:
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._consume())
+        self.task.add_done_callback(self._consumer_ended)
+
+    def _consumer_ended(self, task) -> None:
+        # the consumer only ends when stopped; should it die, nobody waits forever for it
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the batching loop died: %r", task.exception())
+        self._fail_queued(RuntimeError("the service is stopping or its batching loop has died"))
+
+    def _fail_queued(self, error: Exception) -> None:
+        while not self.queue.empty():
+            _, future = self.queue.get_nowait()
+            if not future.done():
+                future.set_exception(error)
+
+    @property
+    def alive(self) -> bool:
+        return self.task is not None and not self.task.done()
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -43,10 +60,13 @@ class MicroBatcher:
                 await self.task
             except asyncio.CancelledError:
                 pass
+        self._fail_queued(RuntimeError("the service is stopping"))
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, samples: Dict) -> Dict:
         """The answers of ``samples`` (ids unique across requests: the caller prefixes them)."""
+        if self.task is not None and self.task.done():
+            raise RuntimeError("the batching loop is not running")
         future = asyncio.get_running_loop().create_future()
         try:
             self.queue.put_nowait((samples, future))

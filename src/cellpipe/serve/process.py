@@ -22,34 +22,40 @@ def free_port() -> int:
 def running_server(model, *flags: str, log=None, ready_s: float = 120.0) -> Iterator[str]:
     """Yield the base URL of ``serve.py --model model [flags]`` once /health answers; the server is
     stopped on exit. A server that exits or never answers within ``ready_s`` raises RuntimeError
-    with its log."""
+    (``log``, when given, collects the server's output)."""
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SERVE.parent), os.environ.get("PYTHONPATH", "")]))
+    url = f"http://127.0.0.1:{port}"
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(log, "w")) if log else subprocess.DEVNULL
+        proc = subprocess.Popen([sys.executable, str(SERVE), "--model", str(model), "--port", str(port),
+                                 "--log_level", "warning", *flags], stdout=out, stderr=subprocess.STDOUT, env=env)
+        stack.callback(_stop, proc)
+        _wait(proc, url, ready_s)
+        yield url
+
+
+def _stop(proc) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _wait(proc, url: str, ready_s: float) -> None:
     import httpx
 
-    port = free_port()
-    log = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SERVE.parent), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, str(SERVE), "--model", str(model), "--port", str(port),
-                             "--log_level", "warning", *flags], stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + ready_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"serve.py exited with code {proc.returncode} before answering")
-            try:
-                if httpx.get(url + "/health", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"serve.py did not answer {url}/health within {ready_s} s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
+    deadline = time.monotonic() + ready_s
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"serve.py exited with code {proc.returncode} before answering")
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        if log is not subprocess.DEVNULL:
-            log.close()
+            if httpx.get(url + "/health", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"serve.py did not answer {url}/health within {ready_s} s")
+        time.sleep(0.2)

@@ -17,9 +17,10 @@ View = Callable[[torch.Tensor], torch.Tensor]
 
 @torch.inference_mode()
 def predict_logits(model, dataset, batch_size: int, num_workers: int = 0, device=None,
-                   views: Optional[Sequence[View]] = None, reduce: str = "mean", desc: str = "predict") -> np.ndarray:
+                   views: Optional[Sequence[View]] = None, reduce: str = "mean",
+                   desc: Optional[str] = "predict") -> np.ndarray:
     """Logits for every row: each view (TTA) of each site, combined over views by ``reduce``
-    (mean | max) and averaged over the sites."""
+    (mean | max) and averaged over the sites; ``desc`` labels the progress bar (None: no bar)."""
     device = device or next(model.parameters()).device
     if len(dataset) == 0:
         return np.zeros((0, model.num_classes), np.float32)
@@ -28,7 +29,7 @@ def predict_logits(model, dataset, batch_size: int, num_workers: int = 0, device
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     use_amp = device.type == "cuda"
     out = []
-    for batch in tqdm(loader, desc=desc, leave=False):
+    for batch in tqdm(loader, desc=desc, leave=False, disable=desc is None):
         x = batch["features"].to(device, non_blocking=True)
         if x.ndim == 4:  # a train-mode dataset: one site
             x = x[:, None]

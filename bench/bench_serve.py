@@ -13,7 +13,7 @@ RGB images. Then, every step bounded by its request count (nothing runs on a tim
 3. every answer is compared with the offline ``classify`` of the same image: lost or mixed-up
    answers (target 0).
 4. the same bare forward through the package's ONNX weights on onnxruntime: time ratio and the
-   largest logit difference.
+   largest logit difference; the load of step 1 on a ``--runtime onnx`` server.
 5. three clients disconnect mid-upload, then a burst of ``burst`` concurrent requests hits a server
    whose queue holds ``burst_queue``: every request must be answered (200 or 503; target 0
    unanswered), and the server must still answer afterwards.
@@ -153,6 +153,9 @@ def run(out_dir: str = "bench_out/serve", n_images: int = 256, image_size: int =
                 a = http.post(url + "/predict", files=_files(paths))
                 batch_answers.append((paths, a.status_code, a.json()))
         batch_wall = time.perf_counter() - start
+    with running_server(pkg, *flags, "--runtime", "onnx", log=out / "server_onnx.log") as url:
+        load(url, images, 1, 4)
+        onnx_wall, onnx_lat, onnx_answers = load(url, images, clients, requests)
     with running_server(pkg, "--max_batch", str(max_batch), "--max_queue", str(burst_queue)) as url:
         partial_uploads(url)
         _, _, burst_answers = load(url, images, burst, 1)
@@ -173,8 +176,11 @@ def run(out_dir: str = "bench_out/serve", n_images: int = 256, image_size: int =
         ("  mean samples per forward pass (micro-batching)", batches, "info", None),
         (f"service, requests of {max_batch} images: samples/s / bare forward at batch {max_batch}",
          batch_rate * bare_batch / max_batch, "info", None),
+        ("service --runtime onnx, the same load: samples/s / PyTorch service's",
+         wall / onnx_wall, "info", None),
+        ("  p50 latency, ms (onnx)", 1e3 * float(np.percentile(onnx_lat, 50)), "info", None),
         ("service answers lost or not their image's (count, vs offline classify)",
-         wrong(answers, reference) + wrong(batch_answers, reference), "<=", 0),
+         wrong(answers, reference) + wrong(batch_answers, reference) + wrong(onnx_answers, reference), "<=", 0),
         (f"burst of {burst} beyond a queue of {burst_queue} after 3 broken uploads: unanswered (count)",
          sum(s not in (200, 503) for s in statuses) + (0 if alive else 1), "<=", 0),
         ("  served (200)", statuses.count(200), "info", None),

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -65,3 +66,11 @@ def test_adapter_trains_and_predicts_above_chance(kind, tmp_path):
     majority = float(labelled["truth"].value_counts(normalize=True).iloc[0])  # always the commonest class
     print(f"{kind}: test top-1 {accuracy:.3f} on {len(labelled)} samples (majority baseline {majority:.3f})")
     assert accuracy > majority + 0.2
+    if kind == "folder":  # the same test images as new, unlabelled files: classify gives predict's numbers
+        sh(sys.executable, "src/inference.py", "classify", str(data / "test"), f"--model={run}",
+           f"--out={tmp_path / 'classified.csv'}")
+        new = pd.read_csv(tmp_path / "classified.csv", keep_default_na=False)
+        new.index = new["path"].map(lambda p: str(Path(p).relative_to(data)))
+        prob = [f"prob_{c}" for c in labels["classes"]]
+        assert (new["error"] == "").all() and len(new) == len(pred)
+        assert np.allclose(new.loc[pred["id"], prob].to_numpy(float), pred[prob].to_numpy(float), atol=1e-5)

@@ -45,14 +45,14 @@ from cellpipe.serve.process import running_server  # noqa: E402
 from cellpipe.training.fresh import fresh_run  # noqa: E402
 
 
-def package(out: Path, n_images: int, image_size: int) -> tuple:
+def package(out: Path, n_images: int, image_size: int, onnx: bool) -> tuple:
     root = write_manifest(out / "data", n_classes=4, per_class=max(4, n_images // 4), size=image_size).parent
     cfg = cfglib.load_config(str(REPO / "configs/classify.yml"),
                              [str(REPO / "configs/model/compact.yml"), str(REPO / "configs/data/manifest.yml")],
                              [f"--data_params/root={root}", f"--data_params/image_size={image_size}",
                               "--predict_params/tta=none"])
     run = fresh_run(cfg, out / "run")
-    pkg = export([run], out / "package", onnx=True)
+    pkg = export([run], out / "package", onnx=onnx)
     return pkg, sorted((root / "images").glob("*.png"))
 
 
@@ -124,21 +124,22 @@ def partial_uploads(url: str, n: int = 3) -> None:
 
 def run(out_dir: str = "bench_out/serve", n_images: int = 256, image_size: int = 64, clients: int = 8,
          requests: int = 32, max_batch: int = 16, max_wait_ms: float = 5.0, batch_requests: int = 16,
-         burst: int = 64, burst_queue: int = 4, repeats: int = 5) -> list:
+         burst: int = 64, burst_queue: int = 4, repeats: int = 5, onnx: bool = True) -> list:
     """Run the benchmark (flags as in main); returns the rows (figure, value, goal, target), printed and
     written to {out_dir}/bench_serve.csv."""
     out = Path(out_dir)
-    pkg, images = package(out, n_images, image_size)
+    pkg, images = package(out, n_images, image_size, onnx)
     reference = pd.read_csv(classify([str(pkg)], [str(p) for p in images], str(out / "offline.csv")),
                             keep_default_na=False).set_index("path")
     predictor = Predictor([str(pkg)], "cpu")
     bare_batch = bare_seconds(predictor, max_batch, image_size, repeats)
     bare_one = bare_seconds(predictor, 1, image_size, repeats)
-    onnx = Predictor([str(pkg)], "cpu", runtime="onnx")
-    onnx_batch, onnx_one = (bare_seconds(onnx, b, image_size, repeats) for b in (max_batch, 1))
-    x = torch.randn(max_batch, onnx.n_channels, image_size, image_size)
-    with torch.inference_mode():
-        parity = float((onnx.members[0].model(x) - predictor.members[0].model(x)).abs().max())
+    if onnx:
+        onnx_predictor = Predictor([str(pkg)], "cpu", runtime="onnx")
+        onnx_batch, onnx_one = (bare_seconds(onnx_predictor, b, image_size, repeats) for b in (max_batch, 1))
+        x = torch.randn(max_batch, onnx_predictor.n_channels, image_size, image_size)
+        with torch.inference_mode():
+            parity = float((onnx_predictor.members[0].model(x) - predictor.members[0].model(x)).abs().max())
     flags = ["--max_batch", str(max_batch), "--max_wait_ms", str(max_wait_ms), "--max_queue", str(4 * clients)]
     with running_server(pkg, *flags, log=out / "server.log") as url:
         load(url, images, 1, 4)  # warm-up: first requests pay for lazy imports and allocations
@@ -153,9 +154,10 @@ def run(out_dir: str = "bench_out/serve", n_images: int = 256, image_size: int =
                 a = http.post(url + "/predict", files=_files(paths))
                 batch_answers.append((paths, a.status_code, a.json()))
         batch_wall = time.perf_counter() - start
-    with running_server(pkg, *flags, "--runtime", "onnx", log=out / "server_onnx.log") as url:
-        load(url, images, 1, 4)
-        onnx_wall, onnx_lat, onnx_answers = load(url, images, clients, requests)
+    if onnx:
+        with running_server(pkg, *flags, "--runtime", "onnx", log=out / "server_onnx.log") as url:
+            load(url, images, 1, 4)
+            onnx_wall, onnx_lat, onnx_answers = load(url, images, clients, requests)
     with running_server(pkg, "--max_batch", str(max_batch), "--max_queue", str(burst_queue)) as url:
         partial_uploads(url)
         _, _, burst_answers = load(url, images, burst, 1)
@@ -176,19 +178,21 @@ def run(out_dir: str = "bench_out/serve", n_images: int = 256, image_size: int =
         ("  mean samples per forward pass (micro-batching)", batches, "info", None),
         (f"service, requests of {max_batch} images: samples/s / bare forward at batch {max_batch}",
          batch_rate * bare_batch / max_batch, "info", None),
-        ("service --runtime onnx, the same load: samples/s / PyTorch service's",
-         wall / onnx_wall, "info", None),
-        ("  p50 latency, ms (onnx)", 1e3 * float(np.percentile(onnx_lat, 50)), "info", None),
         ("service answers lost or not their image's (count, vs offline classify)",
-         wrong(answers, reference) + wrong(batch_answers, reference) + wrong(onnx_answers, reference), "<=", 0),
+         wrong(answers, reference) + wrong(batch_answers, reference) + (wrong(onnx_answers, reference) if onnx else 0),
+         "<=", 0),
         (f"burst of {burst} beyond a queue of {burst_queue} after 3 broken uploads: unanswered (count)",
          sum(s not in (200, 503) for s in statuses) + (0 if alive else 1), "<=", 0),
         ("  served (200)", statuses.count(200), "info", None),
         ("  shed (503)", statuses.count(503), "info", None),
-        (f"bare forward, onnxruntime / PyTorch time at batch {max_batch}", onnx_batch / bare_batch, "info", None),
-        ("bare forward, onnxruntime / PyTorch time at batch 1", onnx_one / bare_one, "info", None),
-        ("ONNX vs PyTorch logits, max abs difference", parity, "info", None),
     ]
+    if onnx:
+        rows += [("service --runtime onnx, the same load: samples/s / PyTorch service's", wall / onnx_wall, "info", None),
+                 ("  p50 latency, ms (onnx)", 1e3 * float(np.percentile(onnx_lat, 50)), "info", None),
+                 (f"bare forward, onnxruntime / PyTorch time at batch {max_batch}", onnx_batch / bare_batch, "info",
+                  None),
+                 ("bare forward, onnxruntime / PyTorch time at batch 1", onnx_one / bare_one, "info", None),
+                 ("ONNX vs PyTorch logits, max abs difference", parity, "info", None)]
     table = pd.DataFrame(rows, columns=["figure", "value", "goal", "target"])
     write_csv(table, out / "bench_serve.csv")
     with pd.option_context("display.max_colwidth", 120, "display.width", 200):
@@ -198,7 +202,7 @@ def run(out_dir: str = "bench_out/serve", n_images: int = 256, image_size: int =
 
 def main(out_dir: str = "bench_out/serve", n_images: int = 256, image_size: int = 64, clients: int = 8,
          requests: int = 32, max_batch: int = 16, max_wait_ms: float = 5.0, batch_requests: int = 16,
-         burst: int = 64, burst_queue: int = 4, repeats: int = 5) -> None:
+         burst: int = 64, burst_queue: int = 4, repeats: int = 5, onnx: bool = True) -> None:
     """The service's load benchmark.
 
     Args:
@@ -213,9 +217,10 @@ def main(out_dir: str = "bench_out/serve", n_images: int = 256, image_size: int 
         burst: concurrent requests of the burst step.
         burst_queue: the queue of the burst step's server (requests beyond it are shed with 503).
         repeats: timings of the bare forward (the best is kept).
+        onnx: also export ONNX weights and measure onnxruntime (bare forward and a server).
     """
     run(out_dir, n_images, image_size, clients, requests, max_batch, max_wait_ms, batch_requests, burst,
-        burst_queue, repeats)
+        burst_queue, repeats, onnx)
 
 
 if __name__ == "__main__":

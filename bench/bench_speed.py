@@ -264,7 +264,8 @@ def ensemble_figures(n_classes: int) -> list:
 
 def main(out_dir: str = "bench_out/speed", image_size: int = 512, repeats: int = 2, epochs: int = 2,
          model_name: str = "resnet18", train_image_size: int = 128, ensemble_classes: int = 1108,
-         serve_image_size: int = 64, serve_clients: int = 8, serve_requests: int = 32):
+         serve_image_size: int = 64, serve_clients: int = 8, serve_requests: int = 32, serve_burst: int = 64,
+         serve_onnx: bool = True):
     """Args:
         out_dir: where the generated data, cache, runs and bench_speed.csv go.
         image_size: side of the generated sites for the data-path figures (512: RxRx1's).
@@ -277,6 +278,8 @@ def main(out_dir: str = "bench_out/speed", image_size: int = 512, repeats: int =
         serve_image_size: image side of the service figures (bench_serve.py).
         serve_clients: concurrent clients of the service's load step.
         serve_requests: single-image requests per client.
+        serve_burst: concurrent requests of the service's burst step.
+        serve_onnx: also measure the service's ONNX runtime.
     """
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -289,7 +292,7 @@ def main(out_dir: str = "bench_out/speed", image_size: int = 512, repeats: int =
     rows += predict_figures(out, run, repeats)
     rows += ensemble_figures(ensemble_classes)
     rows += bench_serve.run(str(out / "serve"), image_size=serve_image_size, clients=serve_clients,
-                            requests=serve_requests)
+                            requests=serve_requests, burst=serve_burst, onnx=serve_onnx)
     table = pd.DataFrame(rows, columns=["figure", "value", "goal", "target"])
     table["ratio_to_target"] = [v / t if t else None for v, t in zip(table.value, table.target)]
     table["met"] = ["" if pd.isna(t) else ("yes" if (v >= t if g == ">=" else v <= t) else "NO")

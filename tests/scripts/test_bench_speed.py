@@ -23,7 +23,8 @@ def test_bench_gpu_on_cpu_with_synthetic_and_cached_batches(demo_root, tmp_path)
 @pytest.mark.slow
 def test_bench_speed_prints_every_figure(tmp_path, capsys):
     bench_speed.main(out_dir=str(tmp_path), image_size=32, repeats=1, epochs=1, model_name="test_resnet",
-                     train_image_size=32, ensemble_classes=100, serve_image_size=32, serve_clients=2, serve_requests=4)
+                     train_image_size=32, ensemble_classes=100, serve_image_size=32, serve_clients=2, serve_requests=4,
+                     serve_burst=16, serve_onnx=False)
     table = pd.read_csv(tmp_path / "bench_speed.csv")
     targets = table.dropna(subset=["target"])
     assert len(targets) == 7 and (targets["value"].astype(float) > 0).sum() == 5

@@ -60,6 +60,7 @@ def main(argv=None) -> int:
         from cellpipe.training import distributed
         from cellpipe.training.checks import check_names
         from cellpipe.training.runner import train
+        from cellpipe.training.trial import PRUNED_EXIT, Pruned
 
         check_names(cfg)
     except cli.USER_ERRORS as e:
@@ -84,6 +85,9 @@ def main(argv=None) -> int:
     except cli.USER_ERRORS as e:
         log.debug("failed", exc_info=True)
         cli.fail(e)
+    except Pruned as e:  # a sweep's trial stopped by its study's pruner: not a failure
+        log.info("%s", e)
+        return PRUNED_EXIT
     log.info("done: %s", json.dumps(summary))
     return 0
 

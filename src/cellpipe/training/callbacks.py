@@ -152,3 +152,4 @@ class EMACallback(dl.Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.ema, self.raw = state["ema"], state["raw"]
+

@@ -233,6 +233,12 @@ def run_stage(cfg, name, model, loaders, logdir: Path, engine, criteria, labels)
             patience=sp["early_stopping_patience"], loader_key="valid", metric_key=sp["main_metric"],
             minimize=sp["minimize_metric"])
         callbacks.append(stateful["early_stopping"])
+    tune = cfg.get("tune_params") or {}
+    if tune.get("storage"):  # a sweep's trial: epochs numbered over the stages
+        from cellpipe.training.trial import TrialCallback
+
+        offset = sum(cfglib.stage_settings(cfg, s)["num_epochs"] for s in list(cfg["stages"])[:list(cfg["stages"]).index(name)])
+        callbacks.append(TrialCallback(tune, tune.get("metric") or sp["main_metric"], offset))
     if unfreeze:
         callbacks.append(GradualUnfreezeCallback(**unfreeze))
     if sp.get("ema_decay"):

@@ -1,0 +1,1 @@
+"""Hyperparameter studies over any config keys (Optuna), each trial a real training run."""

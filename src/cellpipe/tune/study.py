@@ -1,0 +1,257 @@
+"""An Optuna study whose trials are real runs of src/train.py, declared by a sweep file:
+
+    train:                           # what every trial runs (bin/train_classify.sh's order of files)
+      config: configs/classify.yml
+      overlays: [configs/model/compact.yml, configs/data/manifest.yml]
+      overrides: {data_params/root: data/manifest}      # fixed settings of every trial
+    space: {optimizer_params/lr: {float: [1.0e-3, 3.0e-2], log: true}, ...}   # see tune.space
+    metric: accuracy01               # a validation metric of the runs (DONE.json's valid scores)
+    direction: maximize              # or minimize
+    n_trials: 12
+    n_jobs: 1                        # trials at once (each a train.py process)
+    sampler: {name: tpe, seed: 0}    # tpe | random | grid (every key a list; n_trials defaults to the grid)
+    pruner: {name: median, n_startup_trials: 2, n_warmup_steps: 1}   # median | halving | none
+
+Trial k trains in {study_dir}/trials/{k:04d}/ (config.yml holds its parameters; train.log beside it)
+and reports each epoch's metric to the study, whose pruner may stop it (train.py exits PRUNED_EXIT).
+The study lives in a database (default sqlite:///{study_dir}/study.db; any SQLAlchemy URL), so
+running the same command again continues it. The rule for a sweep that was killed: finished,
+pruned and failed trials are kept and count; a trial that was running is marked failed
+(``interrupted``) and queued again with the same parameters and folder, so its run resumes from its
+last finished epoch. One driver per study folder at a time (a lock); its threads run the trials.
+
+Results in {study_dir}: trials.csv, best.yml (an overlay of the best parameters), history.png,
+importances.png and contour.png (the two most important parameters), summary.json.
+"""
+import json
+import logging
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from cellpipe.core.errors import ConfigError, DataError
+from cellpipe.core.fsutil import write_csv, write_text
+from cellpipe.core.runlock import run_lock
+from cellpipe.training.trial import PRUNED_EXIT, make_pruner
+from cellpipe.tune.space import check_space, grid, overlay, overrides, suggest, value_of
+
+log = logging.getLogger("sweep")
+TRAIN = Path(__file__).resolve().parents[2] / "train.py"
+SAMPLERS = ("tpe", "random", "grid")
+KEYS = {"train", "space", "metric", "direction", "n_trials", "n_jobs", "sampler", "pruner", "study"}
+
+
+class TrialFailed(Exception):
+    """A trial's run failed (its log names why)."""
+
+
+def load_sweep(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"sweep file not found: {path}")
+    spec = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(spec) - KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown sweep key(s) {unknown}; known: {sorted(KEYS)}")
+    for key in ("train", "space", "metric"):
+        if key not in spec:
+            raise ConfigError(f"{path}: the sweep needs '{key}'")
+    train = spec["train"]
+    if not isinstance(train, dict) or "config" not in train or set(train) - {"config", "overlays", "overrides"}:
+        raise ConfigError(f"{path}: 'train' takes config, overlays (list) and overrides (section/key: value)")
+    check_space(spec["space"], str(path))
+    if spec.get("direction", "maximize") not in ("maximize", "minimize"):
+        raise ConfigError(f"{path}: direction must be maximize or minimize, got {spec['direction']!r}")
+    spec.setdefault("study", path.stem)
+    return spec
+
+
+def make_sampler(spec: Optional[dict], space: dict, where: str):
+    import optuna
+
+    spec = dict(spec or {"name": "tpe"})
+    name = spec.pop("name", "tpe")
+    if name not in SAMPLERS:
+        raise ConfigError(f"{where}: sampler must be one of {list(SAMPLERS)}, got {name!r}")
+    grid(space, where) if name == "grid" else None  # a grid's keys must all be lists
+    # the grid is queued as fixed trials (enqueue_grid): optuna's GridSampler cannot take queued retries
+    cls = optuna.samplers.TPESampler if name == "tpe" else optuna.samplers.RandomSampler
+    try:
+        return cls(**spec)
+    except TypeError as e:
+        raise ConfigError(f"{where}: sampler {name}: {e}") from None
+
+
+def requeue_interrupted(study, storage) -> int:
+    """The rule for a killed sweep: every trial still RUNNING (its driver is gone: we hold the lock)
+    becomes FAIL with user attribute ``interrupted`` and is queued again with its parameters and
+    folder, so that its run resumes from its last finished epoch."""
+    from optuna.trial import TrialState
+
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        study.enqueue_trial(t.params, user_attrs={"logdir": t.user_attrs.get("logdir"), "retry_of": t.number},
+                            skip_if_exists=False)
+        log.info("trial %d was interrupted: it runs again in %s", t.number, t.user_attrs.get("logdir"))
+        n += 1
+    return n
+
+
+def enqueue_grid(study, space: dict, where: str) -> int:
+    """The grid sampler: every combination of the lists queued once (those already in the study are
+    skipped), drawn in order; the grid's size."""
+    import itertools
+
+    keys, lists = zip(*grid(space, where).items())
+    combos = list(itertools.product(*lists))
+    for combo in combos:
+        study.enqueue_trial(dict(zip(keys, combo)), skip_if_exists=True)
+    return len(combos)
+
+
+def counted(study) -> int:
+    """Trials that count towards n_trials: complete, pruned, failed (not interrupted ones: they are retried)."""
+    from optuna.trial import TrialState
+
+    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+               or (t.state == TrialState.FAIL and not t.user_attrs.get("interrupted"))
+               for t in study.get_trials(deepcopy=False))
+
+
+def trial_command(spec: dict, logdir: Path, values: dict, tune: dict, python: str) -> list:
+    train = spec["train"]
+    cmd = [python, str(TRAIN), "--config", str(train["config"]), "--logdir", str(logdir)]
+    for o in train.get("overlays") or []:
+        cmd += ["--overlay", str(o)]
+    cmd += overrides(train.get("overrides") or {}) + overrides(values)
+    return cmd + overrides({f"tune_params/{k}": v for k, v in tune.items()})
+
+
+def objective_for(spec: dict, study_dir: Path, storage_url: str, python: str):
+    lock = threading.Lock()
+
+    def objective(trial):
+        import optuna
+
+        values = suggest(trial, spec["space"])
+        logdir = Path(trial.user_attrs.get("logdir") or study_dir / "trials" / f"{trial.number:04d}")
+        trial.set_user_attr("logdir", str(logdir))
+        if trial.user_attrs.get("retry_of") is not None:  # the epochs its run will not repeat
+            for step, value in trial.study.trials[trial.user_attrs["retry_of"]].intermediate_values.items():
+                trial.report(value, step)
+        tune = {"storage": storage_url, "study": spec["study"], "trial_id": trial._trial_id,
+                "metric": spec["metric"], "pruner": spec.get("pruner")}
+        cmd = trial_command(spec, logdir, values, tune, python)
+        logdir.mkdir(parents=True, exist_ok=True)
+        with lock:
+            log.info("trial %d: %s", trial.number, " ".join(f"{k}={v}" for k, v in values.items()))
+        with open(logdir.parent / f"{logdir.name}.log", "a") as out:
+            rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode
+        if rc == PRUNED_EXIT:
+            raise optuna.TrialPruned()
+        if rc != 0:
+            raise TrialFailed(f"trial {trial.number}: train.py exited with {rc}; see {logdir.parent / logdir.name}.log")
+        done = json.loads((logdir / "DONE.json").read_text())
+        if spec["metric"] not in done["valid"]:
+            raise ConfigError(f"sweep metric {spec['metric']!r} is not a validation score of the runs; they have "
+                              f"{sorted(done['valid'])}")
+        return float(done["valid"][spec["metric"]])
+
+    return objective
+
+
+def write_results(study, spec: dict, study_dir: Path, figures: bool = True) -> dict:
+    """trials.csv, best.yml, summary.json and (``figures``) the PNG plots of ``study``."""
+    from optuna.trial import TrialState
+
+    trials = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration"))
+    write_csv(trials, study_dir / "trials.csv")
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    summary = {"study": spec["study"], "metric": spec["metric"], "direction": spec.get("direction", "maximize"),
+               "trials": len(study.trials), "complete": len(complete),
+               "pruned": len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))),
+               "failed": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))}
+    if complete:
+        best = study.best_trial
+        summary.update(best_trial=best.number, best_value=best.value, best_params=best.params,
+                       best_logdir=best.user_attrs.get("logdir"))
+        header = (f"# best trial {best.number} of study {spec['study']}: {spec['metric']} = {best.value:.6g}\n"
+                  f"# use: --overlay {study_dir / 'best.yml'}\n")
+        values = {k: value_of(spec["space"].get(k), v) for k, v in best.params.items()}
+        write_text(header + yaml.safe_dump(overlay(values), sort_keys=False), study_dir / "best.yml")
+        if figures:
+            plots(study, study_dir)
+    write_text(json.dumps(summary, indent=2, default=str) + "\n", study_dir / "summary.json")
+    return summary
+
+
+def plots(study, study_dir: Path) -> None:
+    """Optuna's matplotlib figures: history, importances, and the contour of the two most important keys."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as vis
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    figures = [("history.png", lambda: vis.plot_optimization_history(study))]
+    params = list(study.best_trial.params)
+    order = params
+    if len(params) > 1 and len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) > 1:
+        try:
+            importances = optuna.importance.get_param_importances(study)
+            order = list(importances)
+            figures.append(("importances.png", lambda: vis.plot_param_importances(study)))
+        except (RuntimeError, ValueError) as e:  # e.g. no variation yet
+            log.info("no parameter importances yet: %s", e)
+        figures.append(("contour.png", lambda: vis.plot_contour(study, params=order[:2])))
+    for name, draw in figures:
+        try:
+            ax = draw()
+            fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+            fig.set_size_inches(8, 6)
+            fig.tight_layout()
+            fig.savefig(study_dir / name, dpi=100)
+            plt.close(fig)
+        except (RuntimeError, ValueError) as e:
+            log.info("%s not drawn: %s", name, e)
+
+
+def run_sweep(sweep_file, study_dir, n_trials: Optional[int] = None, n_jobs: Optional[int] = None,
+              storage: Optional[str] = None, python: str = sys.executable) -> dict:
+    """Run (or continue) the study of ``sweep_file`` in ``study_dir``; returns summary.json's content."""
+    import optuna
+
+    spec = load_sweep(sweep_file)
+    study_dir = Path(study_dir).resolve()
+    study_dir.mkdir(parents=True, exist_ok=True)
+    storage_url = storage or f"sqlite:///{study_dir / 'study.db'}"
+    sampler = make_sampler(spec.get("sampler"), spec["space"], str(sweep_file))
+    is_grid = (spec.get("sampler") or {}).get("name") == "grid"
+    with run_lock(study_dir, "study folder"):
+        db = optuna.storages.RDBStorage(storage_url)
+        study = optuna.create_study(study_name=spec["study"], storage=db, sampler=sampler,
+                                    pruner=make_pruner(spec.get("pruner")),
+                                    direction=spec.get("direction", "maximize"), load_if_exists=True)
+        requeue_interrupted(study, db)
+        size = enqueue_grid(study, spec["space"], str(sweep_file)) if is_grid else None
+        n_trials = n_trials or spec.get("n_trials") or size
+        if not n_trials:
+            raise ConfigError(f"{sweep_file}: give n_trials (or --n_trials)")
+        remaining = int(n_trials) - counted(study)
+        log.info("study %s in %s: %d trial(s) counted, %d to run", spec["study"], storage_url, counted(study),
+                 max(0, remaining))
+        if remaining > 0:
+            study.optimize(objective_for(spec, study_dir, storage_url, python), n_trials=remaining,
+                           n_jobs=int(n_jobs or spec.get("n_jobs", 1)), catch=(TrialFailed,),
+                           callbacks=[lambda s, t: write_results(s, spec, study_dir, figures=False)])
+        return write_results(study, spec, study_dir)

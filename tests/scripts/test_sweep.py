@@ -1,0 +1,65 @@
+"""bin/sweep.sh end to end: a one-key grid over a list (hydra-multirun style) of real training runs,
+killed in the middle of its first trial and run again: the study continues, the interrupted trial
+runs again in its folder and resumes from its last epoch; the results are written."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from cellpipe.core import config as cfglib
+from cellpipe.demo.generic import write_manifest
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_killed_sweep_continues_and_writes_its_results(tmp_path):
+    root = write_manifest(tmp_path / "data", per_class=24).parent
+    sweep = tmp_path / "lr.yml"
+    sweep.write_text(yaml.safe_dump({
+        "train": {"config": "configs/classify.yml",
+                  "overlays": ["configs/model/compact.yml", "configs/data/manifest.yml", "configs/tiny.yml"],
+                  "overrides": {"data_params/root": str(root), "stages/finetune/num_epochs": 4}},
+        "space": {"stages/finetune/scheduler_params/lr_range": [[0.01, 0.0001], [0.003, 0.0001]]},
+        "metric": "accuracy01", "sampler": {"name": "grid", "seed": 0}, "pruner": {"name": "none"}}))
+    study_dir = tmp_path / "study"
+    env = {**os.environ, "SWEEP": str(sweep), "STUDY_DIR": str(study_dir), "PYTHON": sys.executable}
+    proc = subprocess.Popen(["bash", "bin/sweep.sh"], cwd=REPO, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    resume = study_dir / "trials" / "0000" / "finetune" / "checkpoints" / "resume.pth"
+    for _ in range(3000):  # until the first trial has finished a finetune epoch (bounded, not timed)
+        if resume.exists() or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert resume.exists() and proc.poll() is None, "the sweep ended before its first trial's first finetune epoch"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its train.py, as a lost node or Ctrl-C would
+    proc.wait()
+    r = subprocess.run(["bash", "bin/sweep.sh"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((study_dir / "summary.json").read_text())
+    assert summary["complete"] == 2 and summary["trials"] == 3 and summary["failed"] == 1
+    study = optuna.load_study(study_name="lr", storage=f"sqlite:///{study_dir / 'study.db'}")
+    first, retry = study.trials[0], next(t for t in study.trials if t.user_attrs.get("retry_of") == 0)
+    assert first.user_attrs["interrupted"] and retry.params == first.params
+    assert retry.user_attrs["logdir"] == first.user_attrs["logdir"] == str(study_dir / "trials" / "0000")
+    assert "resuming finetune after epoch" in (study_dir / "trials" / "0000.log").read_text()
+    assert sorted(len(t.intermediate_values) for t in study.trials[1:]) == [5, 5]  # 1 + 4 epochs reported
+    table = pd.read_csv(study_dir / "trials.csv")
+    assert len(table) == 3 and {"value", "state", "params_stages/finetune/scheduler_params/lr_range"} <= set(table)
+    assert (study_dir / "history.png").stat().st_size > 1000
+    # each trial's config holds its parameters; the best one's overlay reproduces them through the loader
+    best = json.loads((Path(summary["best_logdir"]) / "DONE.json").read_text())
+    cfg = cfglib.read_run_config(os.path.join(summary["best_logdir"], "config.yml"))
+    again = cfglib.load_config("configs/classify.yml", ["configs/model/compact.yml", str(study_dir / "best.yml")], [])
+    assert again["stages"]["finetune"]["scheduler_params"]["lr_range"] == \
+        cfg["stages"]["finetune"]["scheduler_params"]["lr_range"]
+    print(f"sweep: best accuracy01 {summary['best_value']:.3f} (majority {best['baseline_top1_majority']:.3f})")
+    assert summary["best_value"] == best["valid"]["accuracy01"] > best["baseline_top1_majority"] + 0.2

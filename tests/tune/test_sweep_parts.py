@@ -1,0 +1,105 @@
+"""The sweep's parts that need no training: the search space, its overrides and overlay through the
+real config loader, samplers and pruners, the resume rule on a real SQLite study, and the trial
+callback's pruning on a real study."""
+import types
+
+import optuna
+import pytest
+import yaml
+
+from cellpipe.core import config as cfglib
+from cellpipe.core.errors import ConfigError
+from cellpipe.training.trial import Pruned, TrialCallback, make_pruner
+from cellpipe.tune.space import check_space, choices, grid, overlay, overrides, suggest
+from cellpipe.tune.study import counted, load_sweep, make_sampler, requeue_interrupted, trial_command
+
+SPACE = {"stages/finetune/scheduler_params/lr_range": [[0.01, 0.0001], [0.03, 0.0001]],
+         "stages/warmup/optimizer_params/lr": {"float": [1e-3, 1e-2], "log": True},
+         "model_params/model_name": ["cnn4_w16", "cnn4_w32"], "data_params/batch_size": {"int": [16, 64], "step": 16}}
+
+
+def test_a_trials_values_reach_train_py_and_the_best_overlay_loads(tmp_path):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    values = suggest(study.ask(), check_space(SPACE, "test"))
+    assert values["stages/finetune/scheduler_params/lr_range"] in SPACE["stages/finetune/scheduler_params/lr_range"]
+    assert 1e-3 <= values["stages/warmup/optimizer_params/lr"] <= 1e-2 and values["data_params/batch_size"] % 16 == 0
+    base = ["configs/model/compact.yml", "configs/data/manifest.yml"]
+    cfg = cfglib.load_config("configs/classify.yml", base, overrides(values))  # the real loader, strict keys
+    assert cfg["stages"]["finetune"]["scheduler_params"]["lr_range"] == values["stages/finetune/scheduler_params/lr_range"]
+    assert cfg["model_params"]["model_name"] == values["model_params/model_name"]
+    best = tmp_path / "best.yml"
+    best.write_text(yaml.safe_dump(overlay(values)))
+    again = cfglib.load_config("configs/classify.yml", [*base, str(best)], [])
+    assert again["stages"] == cfg["stages"] and again["data_params"]["batch_size"] == values["data_params/batch_size"]
+    with pytest.raises(ConfigError, match="unknown config key 'optimizer_params/lrr'"):
+        cfglib.load_config("configs/classify.yml", base, overrides({"optimizer_params/lrr": 0.1}))
+
+
+def test_bad_spaces_samplers_pruners_and_sweep_files_are_one_line_each(tmp_path):
+    with pytest.raises(ConfigError, match="space key 'lr' must be a config key"):
+        check_space({"lr": [1, 2]}, "s.yml")
+    with pytest.raises(ConfigError, match="float needs \\[low, high\\] with low < high"):
+        check_space({"optimizer_params/lr": {"float": [1, 0.1]}}, "s.yml")
+    with pytest.raises(ConfigError, match="unknown setting\\(s\\) \\['logg'\\]"):
+        check_space({"optimizer_params/lr": {"float": [0.1, 1], "logg": True}}, "s.yml")
+    with pytest.raises(ConfigError, match="grid sampler needs a list of values for every key"):
+        grid(SPACE, "s.yml")
+    assert grid({"a/b": [[1, 2], [3, 4]]}, "s.yml") == {"a/b": choices([[1, 2], [3, 4]])} == {"a/b": ["[1, 2]", "[3, 4]"]}
+    with pytest.raises(ConfigError, match="sampler must be one of"):
+        make_sampler({"name": "cmaes"}, SPACE, "s.yml")
+    with pytest.raises(ConfigError, match="sweep pruner must be one of"):
+        make_pruner({"name": "hyperband!"})
+    with pytest.raises(ConfigError, match="sweep pruner median"):
+        make_pruner({"name": "median", "patience": 3})
+    sweep = tmp_path / "s.yml"
+    sweep.write_text("train: {config: configs/classify.yml}\nspace: {optimizer_params/lr: [0.1]}\nmetric: x\ntrails: 3\n")
+    with pytest.raises(ConfigError, match="unknown sweep key\\(s\\) \\['trails'\\]"):
+        load_sweep(sweep)
+
+
+def test_a_killed_sweeps_running_trial_is_failed_and_queued_again_in_its_folder(tmp_path):
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    done = study.ask()
+    done.set_user_attr("logdir", "trials/0000")
+    study.tell(done, 0.5)
+    running = study.ask({"optimizer_params/lr": optuna.distributions.FloatDistribution(1e-3, 1e-1)})
+    running.set_user_attr("logdir", "trials/0001")  # its driver was killed: still RUNNING
+    assert counted(study) == 1
+    assert requeue_interrupted(study, storage) == 1
+    states = {t.number: t.state for t in study.trials}
+    assert states == {0: optuna.trial.TrialState.COMPLETE, 1: optuna.trial.TrialState.FAIL,
+                      2: optuna.trial.TrialState.WAITING}
+    retry = study.ask()  # the queued copy: same parameters, same folder (its run resumes there)
+    again = suggest(retry, {"optimizer_params/lr": {"float": [1e-3, 1e-1]}})
+    assert again == study.trials[1].params and retry.user_attrs["logdir"] == "trials/0001"
+    assert retry.user_attrs["retry_of"] == 1 and counted(study) == 1  # the interrupted one does not count
+    cmd = trial_command({"train": {"config": "c.yml", "overlays": ["o.yml"], "overrides": {"seed": 1}}},
+                        tmp_path / "t", retry.params, {"trial_id": retry._trial_id}, "python")
+    assert cmd[2:] == ["--config", "c.yml", "--logdir", str(tmp_path / "t"), "--overlay", "o.yml", "--seed=1",
+                       f"--optimizer_params/lr={retry.params['optimizer_params/lr']}", f"--tune_params/trial_id={retry._trial_id}"]
+
+
+def test_the_trial_callback_reports_each_epoch_and_prunes_below_the_median(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    pruner = {"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0}
+    study = optuna.create_study(study_name="s", storage=url, direction="maximize", pruner=make_pruner(pruner))
+    good = study.ask()
+    for step in (1, 2, 3):
+        good.report(0.9, step)
+    study.tell(good, 0.9)
+    # the second stage: its epoch 1 is the run's epoch 2; optuna compares a trial's best value so far
+    # with the median of the finished trials at that epoch
+    calls = []
+    for value in (0.95, 0.2):
+        trial = study.ask()
+        callback = TrialCallback({"storage": url, "study": "s", "trial_id": trial._trial_id, "pruner": pruner},
+                                 "accuracy01", offset=1)
+        runner = types.SimpleNamespace(epoch_metrics={"valid": {"accuracy01": value}}, epoch_step=1)
+        try:
+            callback.on_epoch_end(runner)
+            calls.append("goes on")
+        except Pruned as e:
+            calls.append(str(e))
+    assert calls[0] == "goes on" and calls[1].startswith(f"trial {trial.number} pruned after epoch 2")
+    assert optuna.load_study(study_name="s", storage=url).trials[2].intermediate_values == {2: 0.2}

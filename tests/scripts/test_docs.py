@@ -248,6 +248,7 @@ BIN_ARGS = {
     "bin/flow.sh": ("train", ["configs/config.yml", "configs/config_pseudo.yml"]),
     "bin/train_classify.sh": ("train", ["configs/classify.yml"]),
     "bin/grid.sh": ("grid", []),
+    "bin/sweep.sh": ("sweep", []),
     "bin/demo.sh": ("none", []),
     "bin/demo_classify.sh": ("none", []),
     ".ci/run": ("none", []),
@@ -277,6 +278,9 @@ def check_bash(words, env, inline):
     if kind == "none":
         if args:
             raise DocError(f"{script} takes no arguments, got {args}")
+    elif kind == "sweep":  # bin/sweep.sh passes its arguments to src/sweep.py
+        check_python(["python", "src/sweep.py", env_values.get("SWEEP", "configs/sweep/manifest.yml"),
+                      "--study_dir", "STUDY", *args], inline)
     elif kind == "grid":
         check_argparse("src/grid.py", ["run", "GRID", *args], inline)
         for config in ("configs/config.yml", "configs/config_pseudo.yml"):

@@ -70,11 +70,28 @@ class OneCycleWarmup(torch.optim.lr_scheduler.LRScheduler):
         return [float(self.moms[i]) for _ in self.optimizer.param_groups]
 
 
-def create_scheduler(optimizer, scheduler_params, num_epochs: int, steps_per_epoch: int):
-    """None (constant lr) or a per-batch scheduler from the stage's settings."""
+@SCHEDULERS.register("ReduceLROnPlateau")
+class Plateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
+    """torch's ReduceLROnPlateau (seed 004's schedule), stepped once per epoch on the stage's main
+    validation metric; ``mode`` auto follows state_params/minimize_metric. Its counters are part of
+    the resume state like every scheduler's."""
+
+    per_epoch = True
+
+    def __init__(self, optimizer, num_epochs: int, steps_per_epoch: int, mode: str = "auto",
+                 minimize: bool = False, **kwargs):
+        mode = ("min" if minimize else "max") if mode == "auto" else mode
+        super().__init__(optimizer, mode=mode, **kwargs)
+
+
+def create_scheduler(optimizer, scheduler_params, num_epochs: int, steps_per_epoch: int, minimize: bool = False):
+    """None (constant lr), a per-batch scheduler, or a per-epoch one (``per_epoch``: ReduceLROnPlateau,
+    on the main metric, improving downwards when ``minimize``) from the stage's settings."""
     if not scheduler_params:
         return None
     params = dict(scheduler_params)
     name = params.pop("scheduler")
+    if name == "ReduceLROnPlateau":  # the direction its metric improves in
+        params.setdefault("minimize", minimize)
     return SCHEDULERS.build(name, optimizer=optimizer, num_epochs=num_epochs,
                             steps_per_epoch=steps_per_epoch, **params)

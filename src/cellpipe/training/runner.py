@@ -210,7 +210,8 @@ def run_stage(cfg, name, model, loaders, logdir: Path, engine, criteria, labels)
     # a gradual unfreeze opens encoder blocks later, so the optimizer must hold them from the start
     params = model.parameters() if unfreeze else (p for p in model.parameters() if p.requires_grad)
     optimizer = create_optimizer(params, **st["optimizer_params"])
-    scheduler = create_scheduler(optimizer, st.get("scheduler_params"), st["num_epochs"], len(loaders["train"]))
+    scheduler = create_scheduler(optimizer, st.get("scheduler_params"), st["num_epochs"], len(loaders["train"]),
+                                 minimize=bool(sp["minimize_metric"]))
     callbacks = [
         dl.ControlFlowCallbackWrapper(
             dl.CriterionCallback(input_key="loss_inputs", target_key="loss_targets", metric_key="loss",
@@ -225,7 +226,9 @@ def run_stage(cfg, name, model, loaders, logdir: Path, engine, criteria, labels)
     ]
     history_csv = HistoryCallback(logdir.parent / layout.HISTORY, name)
     callbacks.append(history_csv)
-    if scheduler is not None:
+    if getattr(scheduler, "per_epoch", False):  # ReduceLROnPlateau: after each epoch, on the main metric
+        callbacks.append(dl.SchedulerCallback(mode="epoch", loader_key="valid", metric_key=sp["main_metric"]))
+    elif scheduler is not None:
         callbacks.append(dl.SchedulerCallback(mode="batch"))
     stateful = {"history": history_csv}
     if sp.get("early_stopping_patience"):

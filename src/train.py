@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     try:
         cfg = cfglib.load_config(args.config, [o for o in args.overlay if o], overrides)
         # the training stack (torch, timm, catalyst) loads only for a config that parsed: a typo fails at once
-        from cellpipe.training import distributed
+        from cellpipe.training import distributed, tracking
         from cellpipe.training.checks import check_names
         from cellpipe.training.runner import train
         from cellpipe.training.trial import PRUNED_EXIT, Pruned
@@ -82,11 +82,15 @@ def main(argv=None) -> int:
 
         if distributed.is_main():
             run_figures(args.logdir)
+            if tracking.enabled(cfg):  # after the figures: they are artefacts of the MLflow run
+                tracking.finish(cfg, Path(args.logdir), summary, Path(args.logdir) / layout.FINAL_CHECKPOINT)
     except cli.USER_ERRORS as e:
         log.debug("failed", exc_info=True)
         cli.fail(e)
     except Pruned as e:  # a sweep's trial stopped by its study's pruner: not a failure
         log.info("%s", e)
+        if tracking.enabled(cfg):
+            tracking.stop(cfg, Path(args.logdir), "KILLED", pruned=str(e))
         return PRUNED_EXIT
     log.info("done: %s", json.dumps(summary))
     return 0

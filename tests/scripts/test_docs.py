@@ -54,6 +54,8 @@ README_MAX_LINES = 150
 # Commands that are shown but have nothing of ours to check: exact command text -> reason.
 ALLOWED = {
     "tensorboard --logdir /logs": "third-party viewer of the TensorBoard events Catalyst writes; no project code",
+    "mlflow ui --backend-store-uri sqlite:///mlflow.db": "MLflow's own viewer of the store the runs log to; "
+    "tests/scripts/test_sweep.py reads that store back through MLflow's client",
     "curl -F image=@figure.png http://127.0.0.1:8000/predict": "an HTTP client of the service; the answers to "
     "these requests are tested against a real server in tests/serve/test_serve.py",
     "curl -F channel=@s1_w1.png -F channel=@s1_w2.png -F channel=@s1_w3.png http://127.0.0.1:8000/predict":

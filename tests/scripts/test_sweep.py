@@ -1,6 +1,7 @@
 """bin/sweep.sh end to end: a one-key grid over a list (hydra-multirun style) of real training runs,
 killed in the middle of its first trial and run again: the study continues, the interrupted trial
-runs again in its folder and resumes from its last epoch; the results are written."""
+runs again in its folder and resumes from its last epoch; the results are written. The trials log to
+a real MLflow store (SQLite), read back through MLflow's client."""
 import json
 import os
 import signal
@@ -27,7 +28,9 @@ def test_a_killed_sweep_continues_and_writes_its_results(tmp_path):
     sweep.write_text(yaml.safe_dump({
         "train": {"config": "configs/classify.yml",
                   "overlays": ["configs/model/compact.yml", "configs/data/manifest.yml", "configs/tiny.yml"],
-                  "overrides": {"data_params/root": str(root), "stages/finetune/num_epochs": 4}},
+                  "overrides": {"data_params/root": str(root), "stages/finetune/num_epochs": 4,
+                                "tracking_params/mlflow": True, "tracking_params/uri": f"sqlite:///{tmp_path / 'ml.db'}",
+                                "tracking_params/experiment": "sweep-test"}},
         "space": {"stages/finetune/scheduler_params/lr_range": [[0.01, 0.0001], [0.003, 0.0001]]},
         "metric": "accuracy01", "sampler": {"name": "grid", "seed": 0}, "pruner": {"name": "none"}}))
     study_dir = tmp_path / "study"
@@ -61,5 +64,20 @@ def test_a_killed_sweep_continues_and_writes_its_results(tmp_path):
     again = cfglib.load_config("configs/classify.yml", ["configs/model/compact.yml", str(study_dir / "best.yml")], [])
     assert again["stages"]["finetune"]["scheduler_params"]["lr_range"] == \
         cfg["stages"]["finetune"]["scheduler_params"]["lr_range"]
+    # MLflow: one run per trial folder (the interrupted trial's run continued by its retry), finished,
+    # with the config as parameters, tags, every epoch's metrics and the artefacts
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'ml.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sweep-test").experiment_id])
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.tags["logdir"] for r in runs} == {t.user_attrs["logdir"] for t in study.trials[1:]}
+    for r in runs:
+        assert r.data.tags["source"] == "manifest" and r.data.tags["study"] == "lr" and "checkpoint" in r.data.tags
+        assert r.data.params["stages/finetune/scheduler_params/lr_range"] in ("[0.01, 0.0001]", "[0.003, 0.0001]")
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "valid_accuracy01")]
+        assert sorted(set(steps)) == [1, 2, 3, 4, 5]  # warm-up + 4 finetune epochs, the resumed one included
+        artefacts = {a.path for a in client.list_artifacts(r.info.run_id)}
+        assert {"history.csv", "config.yml", "DONE.json", "figures"} <= artefacts
     print(f"sweep: best accuracy01 {summary['best_value']:.3f} (majority {best['baseline_top1_majority']:.3f})")
     assert summary["best_value"] == best["valid"]["accuracy01"] > best["baseline_top1_majority"] + 0.2

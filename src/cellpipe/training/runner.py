@@ -33,7 +33,7 @@ from cellpipe.data.sampling import GroupBatchSampler, SeededBatches, group_codes
 from cellpipe.data.transforms import worker_init_fn
 from cellpipe.models import call_model, create_model, flatten_sites, load_checkpoint
 from cellpipe.tasks import resolve_defaults
-from cellpipe.training import distributed
+from cellpipe.training import distributed, tracking
 from cellpipe.training.callbacks import EMACallback, EpochMetricsCallback, GradualUnfreezeCallback, HistoryCallback
 from cellpipe.training.checkpoint import RESUME, EpochCheckpointCallback, StatefulEarlyStopping
 from cellpipe.training.distributed import ShardSampler
@@ -237,11 +237,14 @@ def run_stage(cfg, name, model, loaders, logdir: Path, engine, criteria, labels)
             minimize=sp["minimize_metric"])
         callbacks.append(stateful["early_stopping"])
     tune = cfg.get("tune_params") or {}
-    if tune.get("storage"):  # a sweep's trial: epochs numbered over the stages
+    # epochs numbered over the stages, for a sweep's trial and for MLflow
+    offset = sum(cfglib.stage_settings(cfg, s)["num_epochs"] for s in list(cfg["stages"])[:list(cfg["stages"]).index(name)])
+    if tune.get("storage"):
         from cellpipe.training.trial import TrialCallback
 
-        offset = sum(cfglib.stage_settings(cfg, s)["num_epochs"] for s in list(cfg["stages"])[:list(cfg["stages"]).index(name)])
         callbacks.append(TrialCallback(tune, tune.get("metric") or sp["main_metric"], offset))
+    if tracking.enabled(cfg) and distributed.is_main():
+        callbacks.append(tracking.MlflowCallback(cfg, logdir.parent, offset))
     if unfreeze:
         callbacks.append(GradualUnfreezeCallback(**unfreeze))
     if sp.get("ema_decay"):

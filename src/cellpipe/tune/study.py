@@ -245,6 +245,9 @@ def run_sweep(sweep_file, study_dir, n_trials: Optional[int] = None, n_jobs: Opt
         requeue_interrupted(study, db)
         size = enqueue_grid(study, spec["space"], str(sweep_file)) if is_grid else None
         n_trials = n_trials or spec.get("n_trials") or size
+        if size is not None and n_trials > size:  # a grid holds no more trials than combinations
+            log.info("the grid has %d combinations: n_trials %d -> %d", size, n_trials, size)
+            n_trials = size
         if not n_trials:
             raise ConfigError(f"{sweep_file}: give n_trials (or --n_trials)")
         remaining = int(n_trials) - counted(study)

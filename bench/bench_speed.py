@@ -276,7 +276,7 @@ def main(out_dir: str = "bench_out/speed", image_size: int = 512, repeats: int =
         ensemble_classes: classes of the ensemble figure (1108: RxRx1's full size, 19,897 wells; the 5 s target
             is for that size, smaller problems keep the wells per class).
         serve_image_size: image side of the service figures (bench_serve.py).
-        serve_clients: concurrent clients of the service's load step.
+        serve_clients: concurrent clients of the service's load step (0: no service figures).
         serve_requests: single-image requests per client.
         serve_burst: concurrent requests of the service's burst step.
         serve_onnx: also measure the service's ONNX runtime.
@@ -291,8 +291,9 @@ def main(out_dir: str = "bench_out/speed", image_size: int = 512, repeats: int =
     rows += train_rows
     rows += predict_figures(out, run, repeats)
     rows += ensemble_figures(ensemble_classes)
-    rows += bench_serve.run(str(out / "serve"), image_size=serve_image_size, clients=serve_clients,
-                            requests=serve_requests, burst=serve_burst, onnx=serve_onnx)
+    if serve_clients:  # 0: no service figures
+        rows += bench_serve.run(str(out / "serve"), image_size=serve_image_size, clients=serve_clients,
+                                requests=serve_requests, burst=serve_burst, onnx=serve_onnx)
     table = pd.DataFrame(rows, columns=["figure", "value", "goal", "target"])
     table["ratio_to_target"] = [v / t if t else None for v, t in zip(table.value, table.target)]
     table["met"] = ["" if pd.isna(t) else ("yes" if (v >= t if g == ">=" else v <= t) else "NO")

@@ -20,7 +20,6 @@ RGB images. Then, every step bounded by its request count (nothing runs on a tim
 
 Prints the table and writes {out_dir}/bench_serve.csv.
 """
-import socket
 import sys
 import threading
 import time
@@ -41,7 +40,7 @@ from cellpipe.demo.generic import write_manifest  # noqa: E402
 from cellpipe.inference.classify import classify  # noqa: E402
 from cellpipe.inference.package import export  # noqa: E402
 from cellpipe.inference.predictor import Predictor  # noqa: E402
-from cellpipe.serve.process import running_server  # noqa: E402
+from cellpipe.serve.process import partial_uploads, running_server  # noqa: E402
 from cellpipe.training.fresh import fresh_run  # noqa: E402
 
 
@@ -111,15 +110,6 @@ def wrong(answers, reference: pd.DataFrame) -> int:
             ref = reference.loc[str(path)]
             bad += int(row["path"] != path.name or row["pred"] != ref["pred"] or abs(row["prob"] - ref["prob"]) > 1e-5)
     return bad
-
-
-def partial_uploads(url: str, n: int = 3) -> None:
-    port = int(url.rsplit(":", 1)[1])
-    for _ in range(n):  # headers announce 200 kB, 1 kB arrives, the socket closes
-        with socket.create_connection(("127.0.0.1", port)) as s:
-            s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                      b"Content-Length: 200000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"image\"; "
-                      b"filename=\"a.png\"\r\n\r\n" + b"0" * 1000)
 
 
 def run(out_dir: str = "bench_out/serve", n_images: int = 256, image_size: int = 64, clients: int = 8,

@@ -4,7 +4,6 @@ burst beyond the queue; micro-batching in process."""
 import asyncio
 import base64
 import json
-import socket
 import threading
 import zlib
 from pathlib import Path
@@ -21,7 +20,7 @@ import make_folds
 from cellpipe.demo.generic import write_manifest
 from cellpipe.demo.hpa import write_hpa
 from cellpipe.serve.batcher import MicroBatcher, Overloaded
-from cellpipe.serve.process import running_server
+from cellpipe.serve.process import partial_uploads, running_server
 from conftest import untrained_run
 
 LIMITS = ["--max_upload_mb", "0.25", "--max_pixels", str(300 * 300), "--max_samples", "8", "--max_queue", "3",
@@ -131,12 +130,7 @@ def test_bad_input_is_a_4xx_naming_the_problem_and_the_service_keeps_answering(m
 
 def test_a_client_leaving_mid_upload_and_a_burst_beyond_the_queue(manifest, tmp_path):
     url, package, images = manifest
-    port = int(url.rsplit(":", 1)[1])
-    for _ in range(3):  # headers announce 200 kB, 1 kB arrives, the socket closes
-        with socket.create_connection(("127.0.0.1", port)) as s:
-            s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                      b"Content-Length: 200000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"image\"; "
-                      b"filename=\"a.png\"\r\n\r\n" + b"\x89PNG" + b"0" * 1000)
+    partial_uploads(url)  # headers announce 200 kB, 1 kB arrives, the socket closes
     offline = _offline(package, images, tmp_path).set_index("path")
     answers, shed_before = [None] * 24, httpx.get(url + "/health").json()["shed"]
 

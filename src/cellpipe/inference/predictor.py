@@ -20,7 +20,7 @@ from cellpipe.core.errors import DataError
 from cellpipe.core.fsutil import file_sha256
 from cellpipe.core.images import read_image
 from cellpipe.data.build import context_spec, make_eval_dataset
-from cellpipe.data.normalize import make_normalizer
+from cellpipe.data.normalize import FIXED_MODES, make_normalizer
 from cellpipe.data.tta import tta_views
 from cellpipe.inference.package import PACKAGE_FILE, model_card, source_channels, verify
 from cellpipe.inference.predict import _data_params, load_run, resolve_device, tta_settings
@@ -105,7 +105,7 @@ class Member:
 
     def __init__(self, run_dir: Path, device, tta=None, reduce=None, runtime: str = "torch",
                  group_stats: Optional[str] = None):
-        self.run_dir, self.group_stats = run_dir, group_stats
+        self.run_dir = run_dir
         self.model, cfg, self.labels, payload = load_run(run_dir, device, check_folder=False)
         if runtime == "onnx":  # the same run, its weights through onnxruntime
             from cellpipe.inference.onnx import OnnxModel
@@ -119,7 +119,9 @@ class Member:
         dp.update(cache=None, check_files=False, valid_sites=[1])
         if group_stats not in (None, "inputs"):
             raise DataError(f"--group_stats must be inputs or unset, got {group_stats!r}")
-        if dp["normalization"] not in ("none", "dataset", "image") and group_stats != "inputs":
+        # a run normalised per plate / experiment: the inputs are one such group (--group_stats inputs)
+        self.inputs_as_group = dp["normalization"] not in FIXED_MODES
+        if self.inputs_as_group and group_stats != "inputs":
             raise DataError(f"{run_dir}: the run normalises per {dp['normalization']} with that group's statistics; "
                             "classify new images of one such group (a plate, an experiment) with --group_stats "
                             "inputs, which normalises them by their own per-channel mean and std (the service "
@@ -136,7 +138,7 @@ class Member:
                       desc: Optional[str]) -> np.ndarray:
         source = ImageFiles(samples, n_channels, self.dp.get("rescale"))
         table = source.catalog()
-        if self.dp["normalization"] not in ("none", "dataset", "image"):  # --group_stats inputs: one group
+        if self.inputs_as_group:  # the inputs' own per-channel statistics stand for the group's
             normalizer = make_normalizer(dict(self.dp, normalization="dataset"), source, [table], workers=0)
         else:
             normalizer = make_normalizer(self.dp, source, [table], state=self.state)

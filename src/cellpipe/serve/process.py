@@ -12,6 +12,16 @@ from typing import Iterator
 SERVE = Path(__file__).resolve().parents[2] / "serve.py"
 
 
+def partial_uploads(url: str, n: int = 3) -> None:
+    """``n`` clients that announce a 200 kB upload to /predict, send 1 kB of it and close the socket."""
+    port = int(url.rsplit(":", 1)[1])
+    for _ in range(n):
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                      b"Content-Length: 200000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"image\"; "
+                      b"filename=\"a.png\"\r\n\r\n\x89PNG" + b"0" * 1000)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -31,12 +31,14 @@ $(VENV)/.installed: requirements.txt
 
 install: $(VENV)/.installed  ## create .venv and install the pinned requirements
 
-# Debian packages the tests drive: chromium + its driver (the service's web page) and tesseract
-# (reads the page's screenshot back); installed once, when one is missing
-system:  ## install the system packages the tests need (apt: chromium, chromium-driver, tesseract-ocr)
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v tesseract >/dev/null || \
+# Debian packages the tests drive: chromium + its driver (the service's web page), tesseract
+# (reads the page's screenshot back), and a single-node Slurm (the grid and sweeps on a real
+# cluster: tests/slurm_cluster.py starts it); installed once, when one is missing
+SYSTEM_TOOLS := chromium chromedriver tesseract munged slurmctld slurmd sbatch
+system:  ## install the system packages the tests need (apt: chromium, tesseract, Slurm + munge)
+	@(for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || exit 1; done) || \
 	{ $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q \
-	chromium chromium-driver tesseract-ocr; }
+	chromium chromium-driver tesseract-ocr munge slurmctld slurmd slurm-client; }
 
 serve: install  ## serve a model package over HTTP: make serve MODEL=/models/pkg [HOST=0.0.0.0 PORT=8000]
 	@test -n "$(MODEL)" || { echo "make serve needs MODEL=<package, run or run tree>"; exit 2; }

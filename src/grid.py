@@ -47,7 +47,8 @@ def main(argv=None) -> int:
     r.add_argument("--partition", default=None)
     r.add_argument("--cpus_per_job", type=int, default=None)
     r.add_argument("--mem_gb", type=int, default=None)
-    r.add_argument("--poll_s", type=float, default=2.0)
+    r.add_argument("--poll_s", type=float, default=2.0, help="seconds between checks of the jobs' result files")
+    r.add_argument("--queue_poll_s", type=float, default=15.0, help="at most this many seconds between Slurm queue reads")
     sub.add_parser("show", help="list the jobs, their dependencies and state").add_argument("grid")
     args = p.parse_args(argv)
     cli.setup_logging()
@@ -61,7 +62,8 @@ def main(argv=None) -> int:
             show(args.grid)
         else:
             summary = run(args.grid, args.engine, args.max_parallel, args.gpus_per_job, args.timeout_min,
-                          args.partition, args.cpus_per_job, args.mem_gb, args.poll_s)
+                          args.partition, args.cpus_per_job, args.mem_gb, args.poll_s,
+                          args.queue_poll_s)
             print(json.dumps(summary))
             if summary["failed"] or summary["blocked"]:
                 return 1

@@ -130,3 +130,13 @@ def run_bench(script: str, cfg: dict, tmp_path: Path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     return cmd, out
 
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A real single-node Slurm cluster (tests/slurm_cluster.py), started once for the session."""
+    from slurm_cluster import cluster_or_skip
+
+    cluster = cluster_or_skip(tmp_path_factory)
+    yield cluster
+    cluster.stop()

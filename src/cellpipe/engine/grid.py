@@ -96,8 +96,88 @@ def finished(job: dict) -> bool:
 
 
 # ------------------------------------------------------------------ the engine
+SLURM_ALIVE = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RUNNING", "COMPLETING",
+               "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD"}
+SLURM_DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
+              "DEADLINE", "PREEMPTED", "REVOKED", "SPECIAL_EXIT"}
+
+
+def use_queue_state(delay_s: float) -> None:
+    """Make submitit read Slurm job state from the queue (``squeue -t all``) instead of ``sacct``:
+    a cluster without accounting answers sacct with an error, which submitit bypasses as state
+    UNKNOWN forever, so a job that died without a result file (scancel, node failure) was never seen
+    to end. Finished jobs stay in the queue for the cluster's MinJobAge (300 s by default); a polled
+    job that has left it without a result counts as ended (LEFT_QUEUE). submitit builds array jobs
+    as plain SlurmJob objects, so the watcher is replaced on that class (in this process only)."""
+    from submitit.slurm import slurm
+
+    class QueueWatcher(slurm.SlurmInfoWatcher):
+        _asked = set()
+
+        def _make_command(self):
+            ids = {x.split("_")[0] for x in self._registered - self._finished}
+            return ["squeue", "-h", "-t", "all", "-o", "%i|%T|%N", "-j", ",".join(sorted(ids))] if ids else None
+
+        def read_info(self, string):
+            text = string.decode() if isinstance(string, bytes) else string
+            table = "JobID|State|NodeList\n" + "\n".join(line for line in text.splitlines() if line.strip())
+            info = super().read_info(table)
+            for job_id in self._registered - self._finished:
+                if job_id not in info and job_id.split("_")[0] in self._asked:
+                    info[job_id] = {"JobID": job_id, "State": "LEFT_QUEUE", "NodeList": ""}
+            return info
+
+        def update(self):
+            self._asked = {x.split("_")[0] for x in self._registered - self._finished}
+            super().update()
+            # a failed state may be followed by a requeue (node failure, preemption): keep polling those
+            self._finished = {j for j in self._finished if self.get_state(j, "cache") in ("COMPLETED", "LEFT_QUEUE")}
+
+        def is_done(self, job_id, mode="standard"):
+            state = (self.get_state(job_id, mode=mode).split() or ["UNKNOWN"])[0].upper()
+            return state in SLURM_DONE or state == "LEFT_QUEUE"
+
+    if type(slurm.SlurmJob.watcher).__name__ != "QueueWatcher":  # once per process
+        slurm.SlurmJob.watcher = QueueWatcher(delay_s=delay_s)
+    slurm.SlurmJob.watcher._delay_s = delay_s
+
+
+def partition_gpus(partition: Optional[str]) -> Dict[str, int]:
+    """GPUs per node of ``partition`` (the default one when None), from sinfo's GRES column."""
+    import re
+    import subprocess
+
+    cmd = ["sinfo", "-h", "-N", "-o", "%N|%G|%P"] + (["-p", partition] if partition else [])
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise ConfigError("grid run --engine slurm: sinfo not found (no Slurm client on this machine)") from None
+    if out.returncode != 0:
+        raise ConfigError(f"grid run --engine slurm: `{' '.join(cmd)}` failed: {out.stderr.strip()}")
+    gpus = {}
+    for line in out.stdout.splitlines():
+        node, gres, part = (line.split("|") + ["", ""])[:3]
+        if partition is None and not part.endswith("*"):
+            continue  # sinfo marks the default partition with a star
+        gpus[node] = sum(int(n or 1) for n in re.findall(r"gpu(?::[^:,()]+)?:?(\d*)", gres))
+    if not gpus:
+        raise ConfigError(f"grid run --engine slurm: no nodes in partition {partition or '(default)'}")
+    return gpus
+
+
+def check_gpus(partition: Optional[str], gpus_per_job: int) -> None:
+    """A request no node of the partition can meet fails here, naming the fix, rather than pending forever."""
+    if gpus_per_job <= 0:
+        return
+    gpus = partition_gpus(partition)
+    if max(gpus.values()) < gpus_per_job:
+        raise ConfigError(f"grid run: --gpus_per_job {gpus_per_job} cannot be met by partition "
+                          f"{partition or '(default)'} (GPUs per node: {gpus}); use --gpus_per_job 0 for CPU "
+                          f"jobs or --partition with GPU nodes")
+
+
 def make_executor(engine: str, folder: Path, gpus_per_job: int, timeout_min: int, partition: Optional[str],
-                  cpus_per_job: Optional[int], mem_gb: Optional[int], max_parallel: int):
+                  cpus_per_job: Optional[int], mem_gb: Optional[int], max_parallel: int, queue_poll_s: float = 15.0):
     import submitit
 
     if engine == "local":
@@ -105,18 +185,81 @@ def make_executor(engine: str, folder: Path, gpus_per_job: int, timeout_min: int
         executor.update_parameters(timeout_min=timeout_min, gpus_per_node=gpus_per_job)
         return executor
     if engine == "slurm":
-        executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_python=sys.executable)
-        params = dict(timeout_min=timeout_min, gpus_per_node=gpus_per_job, slurm_array_parallelism=max_parallel,
-                      tasks_per_node=1, nodes=1)
+        from submitit.slurm.slurm import SlurmExecutor
+
+        check_gpus(partition, gpus_per_job)
+        use_queue_state(queue_poll_s)
+        executor = SlurmExecutor(folder=folder, python=sys.executable)
+        params = dict(time=timeout_min, array_parallelism=max_parallel, ntasks_per_node=1, nodes=1)
+        if gpus_per_job:
+            params["gpus_per_node"] = gpus_per_job
         if partition:
-            params["slurm_partition"] = partition
+            params["partition"] = partition
         if cpus_per_job:
             params["cpus_per_task"] = cpus_per_job
         if mem_gb:
-            params["mem_gb"] = mem_gb
+            params["mem"] = f"{mem_gb}GB"
         executor.update_parameters(**params)
         return executor
     raise ConfigError(f"grid run --engine: unknown engine '{engine}' (local | slurm)")
+
+
+def submit(executor, engine: str, commands: List[list], gpus_per_job: int, free_gpus: List[int]) -> list:
+    """Submit commands (argv, cwd) ready together: one Slurm job array, or local processes each with
+    its own GPUs (taken from ``free_gpus``). Returns [(submitit job, gpus)]."""
+    from submitit.helpers import CommandFunction
+
+    functions = [CommandFunction([sys.executable, *argv], cwd=cwd, verbose=False) for argv, cwd in commands]
+    if engine == "slurm":
+        with executor.batch():
+            jobs = [executor.submit(f) for f in functions]
+        return [(job, []) for job in jobs]
+    out = []
+    for f in functions:  # submitit takes no parameter changes inside a batch
+        gpus = [free_gpus.pop(0) for _ in range(gpus_per_job)]
+        executor.update_parameters(visible_gpus=tuple(gpus))
+        out.append((executor.submit(f), gpus))
+    return out
+
+
+def slurm_state(job) -> str:
+    """The job's state as the queue tells it now (LEFT_QUEUE once it has left it)."""
+    return (job.watcher.get_state(job.job_id, mode="force").split() or ["UNKNOWN"])[0].upper()
+
+
+def outcome(job, engine: str) -> Optional[str]:
+    """For a job whose result file exists or whose state is final: None when it succeeded, "alive" when
+    Slurm has requeued it (a node failure or preemption: the failed attempt's result is set aside and
+    the job waited for again), else one line of why it failed, with its Slurm state."""
+    import submitit
+
+    try:
+        job.result()
+        return None
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as e:
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()] or [type(e).__name__]
+        why = lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')}: {lines[-1]}"
+        if engine != "slurm":
+            return why
+        state = slurm_state(job)
+        if state in SLURM_ALIVE:  # still running (the state lags the result file) or requeued
+            result = job.paths.result_pickle
+            if state != "RUNNING" and result.exists():
+                result.rename(result.with_name(f"{result.stem}.failed-{time.time():.0f}.pkl"))
+                log.warning("job %s was requeued by Slurm (%s): waiting for its next attempt", job.job_id, why)
+            return "alive"
+        return f"{why} [Slurm state {state}]"
+
+
+def default_gpus(engine: str, partition: Optional[str]) -> int:
+    """One GPU per job where there are GPUs (a Slurm partition's nodes, or this machine), else none."""
+    if engine == "slurm":
+        gpus = 1 if max(partition_gpus(partition).values()) > 0 else 0
+        log.info("partition %s: %d GPU(s) per job by default", partition or "(default)", gpus)
+        return gpus
+    import torch
+
+    return 1 if torch.cuda.is_available() else 0
 
 
 def default_parallel(engine: str, gpus_per_job: int) -> int:
@@ -129,23 +272,19 @@ def default_parallel(engine: str, gpus_per_job: int) -> int:
 
 def run(grid, engine: str = "local", max_parallel: Optional[int] = None, gpus_per_job: Optional[int] = None,
         timeout_min: int = 1440, partition: Optional[str] = None, cpus_per_job: Optional[int] = None,
-        mem_gb: Optional[int] = None, poll_s: float = 2.0) -> Dict[str, List[int]]:
+        mem_gb: Optional[int] = None, poll_s: float = 2.0, queue_poll_s: float = 15.0) -> Dict[str, List[int]]:
     """Submit every unfinished job once its dependencies finished, at most ``max_parallel`` at a time;
     wait for all. Returns {"done", "failed", "skipped", "blocked"} job numbers (0-based, grid order)."""
-    import submitit
-
     jobs = read_grid(grid)
     deps = dependencies(jobs)
     if gpus_per_job is None:
-        import torch
-
-        gpus_per_job = 1 if (engine == "slurm" or torch.cuda.is_available()) else 0
+        gpus_per_job = default_gpus(engine, partition)
     max_parallel = int(max_parallel or default_parallel(engine, gpus_per_job))
     if max_parallel < 1:
         raise ConfigError(f"grid run --max_parallel: expected at least 1, got {max_parallel}")
     folder = Path(grid).parent / "engine"
     executor = make_executor(engine, folder / "%j", gpus_per_job, timeout_min, partition, cpus_per_job, mem_gb,
-                             max_parallel)
+                             max_parallel, queue_poll_s)
     free_gpus = list(range(max_parallel * gpus_per_job)) if engine == "local" else []
     skipped = {i for i, j in enumerate(jobs) if finished(j)}
     done, failed, running = set(skipped), set(), {}  # running: job number -> (submitit job, gpus)
@@ -156,30 +295,24 @@ def run(grid, engine: str = "local", max_parallel: Optional[int] = None, gpus_pe
         for i, (job, gpus) in list(running.items()):
             if not job.done():
                 continue
+            why = outcome(job, engine)
+            if why == "alive":
+                continue
             del running[i]
             free_gpus += gpus
-            try:
-                job.result()
+            if why is None:
                 done.add(i)
                 log.info("finished [%d] %s", i, describe(jobs[i]))
-            except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as e:
+            else:
                 failed.add(i)
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                log.error("FAILED [%d] %s: %s (log: %s)", i, describe(jobs[i]), first, job.paths.stderr)
+                log.error("FAILED [%d] %s: %s (log: %s)", i, describe(jobs[i]), why, job.paths.stderr)
         blocked = {i for i in pending if deps[i] & failed}
         pending = [i for i in pending if i not in blocked]
         ready = [i for i in pending if deps[i] <= done][:max_parallel - len(running)]
         if ready:
-            submitted = []
-            if engine == "slurm":
-                with executor.batch():  # jobs ready together: one Slurm job array
-                    for i in ready:
-                        submitted.append((i, executor.submit(command(jobs[i])), []))
-            else:  # each local job gets its own GPUs (submitit takes no parameter changes inside a batch)
-                for i in ready:
-                    gpus = [free_gpus.pop(0) for _ in range(gpus_per_job)]
-                    executor.update_parameters(visible_gpus=tuple(gpus))
-                    submitted.append((i, executor.submit(command(jobs[i])), gpus))
+            submitted = [(i, job, gpus) for i, (job, gpus) in
+                         zip(ready, submit(executor, engine, [(jobs[i]["argv"], jobs[i]["cwd"]) for i in ready],
+                                           gpus_per_job, free_gpus))]
             for i, job, gpus in submitted:
                 running[i] = (job, gpus)
                 log.info("started  [%d] %s (engine job %s)", i, describe(jobs[i]), job.job_id)
@@ -193,12 +326,6 @@ def run(grid, engine: str = "local", max_parallel: Optional[int] = None, gpus_pe
                "blocked": blocked}
     write_text(json.dumps(summary, indent=2), Path(grid).parent / layout.GRID_SUMMARY)
     return summary
-
-
-def command(job: dict):
-    from submitit.helpers import CommandFunction
-
-    return CommandFunction([sys.executable, *job["argv"]], cwd=job["cwd"], verbose=False)
 
 
 def describe(job: dict) -> str:

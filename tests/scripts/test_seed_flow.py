@@ -1,5 +1,6 @@
 """The seed's whole flow end to end, once: bin/grid.sh records bin/flow.sh's commands (the bin/ scripts
-and CLIs users type) and src/grid.py runs them as real processes on submitit's LocalExecutor.
+and CLIs users type) and src/grid.py runs them as Slurm jobs on the test cluster (tests/slurm_cluster.py), with the docs'
+command (docs/speed.md: ``ENGINE=slurm MAX_PARALLEL=.. bash bin/grid.sh --partition ..``).
 
 Part I -> Part II -> predict-all -> ensemble -> pseudo labels -> Part III -> predict-all ->
 ensemble -> a valid submission.csv that beats chance; every finished run would be skipped by a second run.
@@ -31,27 +32,30 @@ def _overlay(path: Path, base: str, num_classes: int) -> Path:
 
 
 def grid_flow(env):
-    proc = subprocess.run(["bash", "bin/grid.sh", "--poll_s", "0.2"], cwd=REPO, env=env, capture_output=True,
+    proc = subprocess.run(["bash", "bin/grid.sh", "--partition", "cpu", "--cpus_per_job", "1", "--mem_gb", "4",
+                           "--poll_s", "0.2", "--queue_poll_s", "1"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
 
 
 @pytest.mark.slow
-def test_seed_flow_on_the_grid(demo_root, demo_csv, tmp_path):
+def test_seed_flow_on_the_grid(demo_root, demo_csv, tmp_path, slurm):
     logs, csv = tmp_path / "logs", tmp_path / "csv"
     subprocess.run(["cp", "-r", str(demo_csv), str(csv)], check=True)
-    env = {**os.environ, "PYTHON": sys.executable, "DATA_DIR": str(demo_root), "LOG_DIR": str(logs),
+    env = {**slurm.env, "PYTHON": sys.executable, "DATA_DIR": str(demo_root), "LOG_DIR": str(logs),
            "CSV_DIR": str(csv), "MODEL": "timm", "MODEL_NAME": MODEL_NAME, "CHANNELS": CHANNELS, "FOLDS": "0",
            "OVERLAY": str(_overlay(tmp_path / "tiny.yml", "demo.yml", 16)),
            "CONTROL_OVERLAY": str(_overlay(tmp_path / "tiny_control.yml", "demo_control.yml", 4)),
-           "ENGINE": "local", "MAX_PARALLEL": "2"}
-    grid_flow(env)
+           "ENGINE": "slurm", "MAX_PARALLEL": "2"}
+    proc = grid_flow(env)
+    assert "0 GPU(s) per job by default" in proc.stderr
     jobs = engine.read_grid(logs / "grid" / "jobs.jsonl")
     assert len(jobs) == 1 + 1 + 3 + 1 + 2  # Part I, Part II, predict/ensemble/pseudo, Part III, predict/ensemble
     summary = json.loads((logs / "grid" / "grid_summary.json").read_text())
     assert summary["done"] == list(range(len(jobs))) and not summary["failed"]
-    # the engine ran every job as its own process, with its own submitit log folder
+    # every job ran as its own Slurm job, with its own submitit log folder; the CPU partition's
+    # default is no GPU
     assert len(list((logs / "grid" / "engine").glob("*/*_result.pkl"))) == len(jobs)
 
     part1 = logs / "pretrained_controls" / CHANNELS / MODEL_NAME

@@ -113,7 +113,7 @@ class Cluster:
         self.start_slurmd()
 
     def stop(self):
-        for name, pidfile in (("slurmd", "slurmd.pid"), ("slurmctld", "slurmctld.pid"), ("munged", "munge/pid")):
+        for pidfile in ("slurmd.pid", "slurmctld.pid", "munge/pid"):
             path = self.root / pidfile
             if path.is_file():
                 try:

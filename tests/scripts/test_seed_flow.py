@@ -6,7 +6,6 @@ Part I -> Part II -> predict-all -> ensemble -> pseudo labels -> Part III -> pre
 ensemble -> a valid submission.csv that beats chance; every finished run would be skipped by a second run.
 """
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

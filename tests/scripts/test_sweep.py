@@ -50,8 +50,8 @@ def test_a_killed_sweep_continues_and_writes_its_results(tmp_path):
     summary = json.loads((study_dir / "summary.json").read_text())
     assert summary["complete"] == 2 and summary["trials"] == 3 and summary["failed"] == 1
     study = optuna.load_study(study_name="lr", storage=f"sqlite:///{study_dir / 'study.db'}")
-    first, retry = study.trials[0], next(t for t in study.trials if t.user_attrs.get("retry_of") == 0)
-    assert first.user_attrs["interrupted"] and retry.params == first.params
+    first, retry = study.trials[0], next(t for t in study.trials if t.system_attrs.get("failed_trial") == 0)
+    assert first.state == optuna.trial.TrialState.FAIL and retry.params == first.params
     assert retry.user_attrs["logdir"] == first.user_attrs["logdir"] == str(study_dir / "trials" / "0000")
     assert "resuming finetune after epoch" in (study_dir / "trials" / "0000.log").read_text()
     assert sorted(len(t.intermediate_values) for t in study.trials[1:]) == [4, 4]  # 1 + 3 epochs reported
@@ -81,3 +81,36 @@ def test_a_killed_sweep_continues_and_writes_its_results(tmp_path):
         assert {"history.csv", "config.yml", "DONE.json", "figures"} <= artefacts
     print(f"sweep: best accuracy01 {summary['best_value']:.3f} (majority {best['baseline_top1_majority']:.3f})")
     assert summary["best_value"] == best["valid"]["accuracy01"] > best["baseline_top1_majority"] + 0.2
+
+
+def test_a_study_on_slurm_workers_sharing_its_storage(tmp_path, slurm):
+    """The README's Slurm sweep: two worker jobs (one job array) take trials from one SQLite study."""
+    root = write_manifest(tmp_path / "data", per_class=16).parent
+    sweep = tmp_path / "tpe.yml"
+    sweep.write_text(yaml.safe_dump({
+        "train": {"config": "configs/classify.yml",
+                  "overlays": ["configs/model/compact.yml", "configs/data/manifest.yml", "configs/tiny.yml"],
+                  "overrides": {"data_params/root": str(root), "stages/finetune/num_epochs": 2}},
+        "space": {"stages/finetune/optimizer_params/lr": {"float": [1e-3, 3e-2], "log": True}},
+        "metric": "accuracy01", "n_trials": 3, "sampler": {"name": "tpe", "seed": 0},
+        "pruner": {"name": "median", "n_startup_trials": 1, "n_warmup_steps": 1}}))
+    study_dir = tmp_path / "study"
+    env = {**slurm.env, "SWEEP": str(sweep), "STUDY_DIR": str(study_dir), "PYTHON": sys.executable}
+    r = subprocess.run(["bash", "bin/sweep.sh", "--engine", "slurm", "--workers", "2", "--gpus_per_job", "0",
+                        "--partition", "cpu", "--poll_s", "0.5", "--queue_poll_s", "1"], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((study_dir / "summary.json").read_text())
+    study = optuna.load_study(study_name="tpe", storage=f"sqlite:///{study_dir / 'study.db'}")
+    finished = [t for t in study.trials if t.state.is_finished()]
+    # the budget is shared: 3 counted trials, at most one extra per worker that started with the last
+    assert summary["complete"] + summary["pruned"] >= 3 and len(study.trials) <= 4 and summary["failed"] == 0
+    workers = {t.user_attrs["worker"] for t in finished}
+    assert len(workers) == 2, workers  # both Slurm jobs ran trials
+    arrays = {p.name.split("_")[0] for p in (study_dir / "engine").iterdir() if p.name[0].isdigit()}
+    assert len(arrays) == 1  # submitted together: one job array
+    for t in finished:  # a trial's value is its run's validation score, whichever worker ran it
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            done = json.loads((Path(t.user_attrs["logdir"]) / "DONE.json").read_text())
+            assert t.value == done["valid"]["accuracy01"]
+    assert (study_dir / "best.yml").is_file() and (study_dir / "history.png").is_file()

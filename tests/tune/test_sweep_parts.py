@@ -1,6 +1,7 @@
 """The sweep's parts that need no training: the search space, its overrides and overlay through the
 real config loader, samplers and pruners, the resume rule on a real SQLite study, and the trial
 callback's pruning on a real study."""
+import os
 import types
 
 import optuna
@@ -11,7 +12,7 @@ from cellpipe.core import config as cfglib
 from cellpipe.core.errors import ConfigError
 from cellpipe.training.trial import Pruned, TrialCallback, make_pruner
 from cellpipe.tune.space import check_space, choices, grid, overlay, overrides, suggest
-from cellpipe.tune.study import counted, load_sweep, make_sampler, requeue_interrupted, trial_command
+from cellpipe.tune.study import HEARTBEAT, counted, load_sweep, make_sampler, make_storage, reclaim, trial_command
 
 SPACE = {"stages/finetune/scheduler_params/lr_range": [[0.01, 0.0001], [0.03, 0.0001]],
          "stages/warmup/optimizer_params/lr": {"float": [1e-3, 1e-2], "log": True},
@@ -57,23 +58,34 @@ def test_bad_spaces_samplers_pruners_and_sweep_files_are_one_line_each(tmp_path)
         load_sweep(sweep)
 
 
-def test_a_killed_sweeps_running_trial_is_failed_and_queued_again_in_its_folder(tmp_path):
-    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+def test_a_dead_workers_trial_is_failed_and_queued_again_in_its_folder(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'study.db'}", HEARTBEAT)
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
     done = study.ask()
     done.set_user_attr("logdir", "trials/0000")
     study.tell(done, 0.5)
-    running = study.ask({"optimizer_params/lr": optuna.distributions.FloatDistribution(1e-3, 1e-1)})
-    running.set_user_attr("logdir", "trials/0001")  # its driver was killed: still RUNNING
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dist = {"optimizer_params/lr": optuna.distributions.FloatDistribution(1e-3, 1e-1)}
+    for logdir, worker in (("trials/0001", f"{socket.gethostname()}:{gone.stdout.strip()}"),  # its worker died
+                           ("trials/0002", f"{socket.gethostname()}:{os.getpid()}"),  # this one is alive
+                           ("trials/0003", "elsewhere:1")):  # another machine's: its heartbeat decides
+        trial = study.ask(dist)
+        trial.set_user_attr("logdir", logdir)
+        trial.set_user_attr("worker", worker)
+        storage.record_heartbeat(trial._trial_id)
     assert counted(study) == 1
-    assert requeue_interrupted(study, storage) == 1
+    assert reclaim(study) == 1
     states = {t.number: t.state for t in study.trials}
-    assert states == {0: optuna.trial.TrialState.COMPLETE, 1: optuna.trial.TrialState.FAIL,
-                      2: optuna.trial.TrialState.WAITING}
+    T = optuna.trial.TrialState
+    assert states == {0: T.COMPLETE, 1: T.FAIL, 2: T.RUNNING, 3: T.RUNNING, 4: T.WAITING}
     retry = study.ask()  # the queued copy: same parameters, same folder (its run resumes there)
     again = suggest(retry, {"optimizer_params/lr": {"float": [1e-3, 1e-1]}})
     assert again == study.trials[1].params and retry.user_attrs["logdir"] == "trials/0001"
-    assert retry.user_attrs["retry_of"] == 1 and counted(study) == 1  # the interrupted one does not count
+    assert study.trials[retry.number].system_attrs["failed_trial"] == 1 and counted(study) == 1  # the failed attempt does not count
     cmd = trial_command({"train": {"config": "c.yml", "overlays": ["o.yml"], "overrides": {"seed": 1}}},
                         tmp_path / "t", retry.params, {"trial_id": retry._trial_id}, "python")
     assert cmd[2:] == ["--config", "c.yml", "--logdir", str(tmp_path / "t"), "--overlay", "o.yml", "--seed=1",

@@ -8,23 +8,37 @@
     metric: accuracy01               # a validation metric of the runs (DONE.json's valid scores)
     direction: maximize              # or minimize
     n_trials: 12
-    n_jobs: 1                        # trials at once (each a train.py process)
+    n_jobs: 1                        # trials at once per worker (each a train.py process)
+    heartbeat: {interval_s: 30, grace_s: 120, max_retry: 3}   # how a dead worker's trial is noticed
     sampler: {name: tpe, seed: 0}    # tpe | random | grid (every key a list; n_trials defaults to the grid)
     pruner: {name: median, n_startup_trials: 2, n_warmup_steps: 1}   # median | halving | none
 
 Trial k trains in {study_dir}/trials/{k:04d}/ (config.yml holds its parameters; train.log beside it)
 and reports each epoch's metric to the study, whose pruner may stop it (train.py exits PRUNED_EXIT).
-The study lives in a database (default sqlite:///{study_dir}/study.db; any SQLAlchemy URL), so
-running the same command again continues it. The rule for a sweep that was killed: finished,
-pruned and failed trials are kept and count; a trial that was running is marked failed
-(``interrupted``) and queued again with the same parameters and folder, so its run resumes from its
-last finished epoch. One driver per study folder at a time (a lock); its threads run the trials.
+The study lives in a database (default sqlite:///{study_dir}/study.db; any SQLAlchemy URL, e.g.
+PostgreSQL for workers on several machines), so running the same command again continues it.
+
+Workers: the driver (src/sweep.py) runs the trials itself (``--engine none``, n_jobs threads), or
+starts ``--workers N`` worker processes as jobs of the grid engine (``--engine local``: processes on
+this machine; ``--engine slurm``: Slurm jobs through submitit) that share the study's storage; more
+workers can join by hand with ``python src/sweep.py worker ...``. Each worker takes the next trial
+from the study until it holds n_trials counted trials (workers that start together may add up to
+one trial each beyond it).
+
+The rule for a killed sweep or worker: finished, pruned and failed trials are kept and count; a
+trial whose worker died is failed and queued again with the same parameters and folder (Optuna's
+RetryHeartbeatStaleTrialCallback, inheriting the epochs it reported), so its run resumes from its
+last finished epoch; the failed attempt then no longer counts. A worker on this machine that is
+gone is noticed at once when a driver or worker starts; one elsewhere once its trial's heartbeat is
+older than ``heartbeat.grace_s``. One driver per study folder at a time (a lock).
 
 Results in {study_dir}: trials.csv, best.yml (an overlay of the best parameters), history.png,
 importances.png and contour.png (the two most important parameters), summary.json.
 """
 import json
 import logging
+import os
+import socket
 import subprocess
 import sys
 import threading
@@ -33,7 +47,7 @@ from typing import Optional
 
 import yaml
 
-from cellpipe.core.errors import ConfigError, DataError
+from cellpipe.core.errors import ConfigError, DataError, UserError
 from cellpipe.core.fsutil import write_csv, write_text
 from cellpipe.core.runlock import run_lock
 from cellpipe.training.trial import PRUNED_EXIT, make_pruner
@@ -42,11 +56,17 @@ from cellpipe.tune.space import check_space, grid, overlay, overrides, suggest, 
 log = logging.getLogger("sweep")
 TRAIN = Path(__file__).resolve().parents[2] / "train.py"
 SAMPLERS = ("tpe", "random", "grid")
-KEYS = {"train", "space", "metric", "direction", "n_trials", "n_jobs", "sampler", "pruner", "study"}
+KEYS = {"train", "space", "metric", "direction", "n_trials", "n_jobs", "sampler", "pruner", "study", "heartbeat"}
+HEARTBEAT = {"interval_s": 30, "grace_s": 120, "max_retry": 3}
+ENGINES = ("none", "local", "slurm")
 
 
 class TrialFailed(Exception):
     """A trial's run failed (its log names why)."""
+
+
+class WorkersFailed(UserError):
+    """A sweep worker job failed (the engine's log names why)."""
 
 
 def load_sweep(path) -> dict:
@@ -66,8 +86,25 @@ def load_sweep(path) -> dict:
     check_space(spec["space"], str(path))
     if spec.get("direction", "maximize") not in ("maximize", "minimize"):
         raise ConfigError(f"{path}: direction must be maximize or minimize, got {spec['direction']!r}")
+    unknown = sorted(set(spec.get("heartbeat") or {}) - set(HEARTBEAT))
+    if unknown:
+        raise ConfigError(f"{path}: unknown heartbeat key(s) {unknown}; known: {sorted(HEARTBEAT)}")
+    spec["heartbeat"] = {**HEARTBEAT, **(spec.get("heartbeat") or {})}
     spec.setdefault("study", path.stem)
     return spec
+
+
+def make_storage(url: str, heartbeat: dict):
+    """The study's database, with heartbeats so that a dead worker's trial is retried (module doc)."""
+    import warnings
+
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats: since 2.9
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=heartbeat["max_retry"],
+                                                             inherit_intermediate_values=True)
+    return optuna.storages.RDBStorage(url, heartbeat_interval=int(heartbeat["interval_s"]),
+                                      grace_period=int(heartbeat["grace_s"]), heartbeat_stale_trial_callback=retry)
 
 
 def make_sampler(spec: Optional[dict], space: dict, where: str):
@@ -86,20 +123,40 @@ def make_sampler(spec: Optional[dict], space: dict, where: str):
         raise ConfigError(f"{where}: sampler {name}: {e}") from None
 
 
-def requeue_interrupted(study, storage) -> int:
-    """The rule for a killed sweep: every trial still RUNNING (its driver is gone: we hold the lock)
-    becomes FAIL with user attribute ``interrupted`` and is queued again with its parameters and
-    folder, so that its run resumes from its last finished epoch."""
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def reclaim(study) -> int:
+    """Fail (and so retry, through the storage's heartbeat callback) every RUNNING trial whose worker
+    ran on this machine and is gone; trials of workers elsewhere wait for their heartbeat's grace
+    period (Optuna's fail_stale_trials). Returns how many were reclaimed here."""
+    import copy
+
+    import optuna
     from optuna.trial import TrialState
 
-    n = 0
+    storage, n = study._storage, 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={"logdir": t.user_attrs.get("logdir"), "retry_of": t.number},
-                            skip_if_exists=False)
-        log.info("trial %d was interrupted: it runs again in %s", t.number, t.user_attrs.get("logdir"))
+        host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
+        if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            if not storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:  # another worker got there first
+            continue
+        storage.get_heartbeat_stale_trial_callback()(study, copy.deepcopy(storage.get_trial(t._trial_id)))
+        log.info("trial %d lost its worker (%s): it runs again in %s", t.number, t.user_attrs["worker"],
+                 t.user_attrs.get("logdir"))
         n += 1
+    optuna.storages.fail_stale_trials(study)
     return n
 
 
@@ -116,12 +173,19 @@ def enqueue_grid(study, space: dict, where: str) -> int:
 
 
 def counted(study) -> int:
-    """Trials that count towards n_trials: complete, pruned, failed (not interrupted ones: they are retried)."""
+    """Trials that count towards n_trials: complete, pruned, and failed ones that were not retried."""
     from optuna.trial import TrialState
 
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.system_attrs.get("failed_trial") for t in trials}
     return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-               or (t.state == TrialState.FAIL and not t.user_attrs.get("interrupted"))
-               for t in study.get_trials(deepcopy=False))
+               or (t.state == TrialState.FAIL and t.number not in retried) for t in trials)
+
+
+def running(study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
 def trial_command(spec: dict, logdir: Path, values: dict, tune: dict, python: str) -> list:
@@ -142,9 +206,7 @@ def objective_for(spec: dict, study_dir: Path, storage_url: str, python: str):
         values = suggest(trial, spec["space"])
         logdir = Path(trial.user_attrs.get("logdir") or study_dir / "trials" / f"{trial.number:04d}")
         trial.set_user_attr("logdir", str(logdir))
-        if trial.user_attrs.get("retry_of") is not None:  # the epochs its run will not repeat
-            for step, value in trial.study.trials[trial.user_attrs["retry_of"]].intermediate_values.items():
-                trial.report(value, step)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         tune = {"storage": storage_url, "study": spec["study"], "trial_id": trial._trial_id,
                 "metric": spec["metric"], "pruner": spec.get("pruner")}
         cmd = trial_command(spec, logdir, values, tune, python)
@@ -226,23 +288,94 @@ def plots(study, study_dir: Path) -> None:
             log.info("%s not drawn: %s", name, e)
 
 
-def run_sweep(sweep_file, study_dir, n_trials: Optional[int] = None, n_jobs: Optional[int] = None,
-              storage: Optional[str] = None, python: str = sys.executable) -> dict:
-    """Run (or continue) the study of ``sweep_file`` in ``study_dir``; returns summary.json's content."""
+def open_study(spec: dict, storage_url: str, sampler=None, create: bool = False):
     import optuna
 
+    storage = make_storage(storage_url, spec["heartbeat"])
+    if create:
+        return optuna.create_study(study_name=spec["study"], storage=storage, sampler=sampler,
+                                   pruner=make_pruner(spec.get("pruner")),
+                                   direction=spec.get("direction", "maximize"), load_if_exists=True)
+    return optuna.load_study(study_name=spec["study"], storage=storage, sampler=sampler,
+                             pruner=make_pruner(spec.get("pruner")))
+
+
+def work(sweep_file, study_dir, n_trials: int, n_jobs: int = 1, storage: Optional[str] = None,
+         python: str = sys.executable) -> int:
+    """One worker: take trials from the study until it holds ``n_trials`` counted trials (running
+    ones included, so that workers do not overshoot). Returns the trials this worker ran."""
     spec = load_sweep(sweep_file)
+    study_dir = Path(study_dir).resolve()
+    storage_url = storage or f"sqlite:///{study_dir / 'study.db'}"
+    study = open_study(spec, storage_url, make_sampler(spec.get("sampler"), spec["space"], str(sweep_file)))
+    reclaim(study)
+    budget = int(n_trials) - counted(study) - running(study)
+    if budget <= 0:
+        return 0
+    ran = []
+
+    def after(s, t):
+        ran.append(t.number)
+        write_results(s, spec, study_dir, figures=False)
+        if counted(s) + running(s) >= int(n_trials):
+            s.stop()
+
+    study.optimize(objective_for(spec, study_dir, storage_url, python), n_trials=budget, n_jobs=int(n_jobs),
+                   catch=(TrialFailed,), callbacks=[after])
+    return len(ran)
+
+
+def worker_command(sweep_file, study_dir: Path, n_trials: int, n_jobs: int, storage_url: str) -> list:
+    return [str(TRAIN.with_name("sweep.py")), str(Path(sweep_file).resolve()), "--study_dir", str(study_dir),
+            "--worker", "--n_trials", str(n_trials), "--n_jobs", str(n_jobs), "--storage", storage_url]
+
+
+def run_workers(commands, engine: str, study_dir: Path, gpus_per_job: Optional[int], engine_params: dict,
+                poll_s: float) -> list:
+    """The workers as jobs of the grid engine, waited for; the failures' one-line reasons."""
+    import time
+
+    from cellpipe.engine import grid as engine_lib
+
+    gpus = engine_lib.default_gpus(engine, engine_params.get("partition")) if gpus_per_job is None else gpus_per_job
+    params = {"timeout_min": 1440, "partition": None, "cpus_per_job": None, "mem_gb": None, "queue_poll_s": 15.0,
+              **engine_params}
+    executor = engine_lib.make_executor(engine, study_dir / "engine" / "%j", gpus, max_parallel=len(commands),
+                                        **params)
+    jobs = engine_lib.submit(executor, engine, [(c, os.getcwd()) for c in commands], gpus,
+                             list(range(len(commands) * gpus)))
+    log.info("%d worker(s) on %s: %s", len(jobs), engine, ", ".join(str(j.job_id) for j, _ in jobs))
+    failures, waiting = [], [j for j, _ in jobs]
+    while waiting:
+        for job in list(waiting):
+            if job.done():
+                why = engine_lib.outcome(job, engine)
+                if why == "alive":
+                    continue
+                waiting.remove(job)
+                if why:
+                    failures.append(f"worker {job.job_id}: {why} (log: {job.paths.stderr})")
+        time.sleep(poll_s) if waiting else None
+    return failures
+
+
+def run_sweep(sweep_file, study_dir, n_trials: Optional[int] = None, n_jobs: Optional[int] = None,
+              storage: Optional[str] = None, python: str = sys.executable, engine: str = "none",
+              workers: int = 1, gpus_per_job: Optional[int] = None, engine_params: Optional[dict] = None,
+              poll_s: float = 2.0) -> dict:
+    """Run (or continue) the study of ``sweep_file`` in ``study_dir``; returns summary.json's content."""
+    spec = load_sweep(sweep_file)
+    if engine not in ENGINES:
+        raise ConfigError(f"sweep --engine: unknown engine {engine!r} ({' | '.join(ENGINES)})")
     study_dir = Path(study_dir).resolve()
     study_dir.mkdir(parents=True, exist_ok=True)
     storage_url = storage or f"sqlite:///{study_dir / 'study.db'}"
     sampler = make_sampler(spec.get("sampler"), spec["space"], str(sweep_file))
     is_grid = (spec.get("sampler") or {}).get("name") == "grid"
+    n_jobs = int(n_jobs or spec.get("n_jobs", 1))
     with run_lock(study_dir, "study folder"):
-        db = optuna.storages.RDBStorage(storage_url)
-        study = optuna.create_study(study_name=spec["study"], storage=db, sampler=sampler,
-                                    pruner=make_pruner(spec.get("pruner")),
-                                    direction=spec.get("direction", "maximize"), load_if_exists=True)
-        requeue_interrupted(study, db)
+        study = open_study(spec, storage_url, sampler, create=True)
+        reclaim(study)
         size = enqueue_grid(study, spec["space"], str(sweep_file)) if is_grid else None
         n_trials = n_trials or spec.get("n_trials") or size
         if size is not None and n_trials > size:  # a grid holds no more trials than combinations
@@ -250,11 +383,16 @@ def run_sweep(sweep_file, study_dir, n_trials: Optional[int] = None, n_jobs: Opt
             n_trials = size
         if not n_trials:
             raise ConfigError(f"{sweep_file}: give n_trials (or --n_trials)")
-        remaining = int(n_trials) - counted(study)
-        log.info("study %s in %s: %d trial(s) counted, %d to run", spec["study"], storage_url, counted(study),
-                 max(0, remaining))
-        if remaining > 0:
-            study.optimize(objective_for(spec, study_dir, storage_url, python), n_trials=remaining,
-                           n_jobs=int(n_jobs or spec.get("n_jobs", 1)), catch=(TrialFailed,),
-                           callbacks=[lambda s, t: write_results(s, spec, study_dir, figures=False)])
-        return write_results(study, spec, study_dir)
+        log.info("study %s in %s: %d trial(s) counted, %d running, %d to run", spec["study"], storage_url,
+                 counted(study), running(study), max(0, int(n_trials) - counted(study) - running(study)))
+        if engine == "none":
+            work(sweep_file, study_dir, n_trials, n_jobs, storage_url, python)
+        else:
+            cmds = [worker_command(sweep_file, study_dir, n_trials, n_jobs, storage_url) for _ in range(int(workers))]
+            failures = run_workers(cmds, engine, study_dir, gpus_per_job, engine_params or {}, poll_s)
+            for why in failures:
+                log.error("FAILED %s", why)
+        summary = write_results(study, spec, study_dir)
+        if engine != "none" and failures:
+            raise WorkersFailed(f"{len(failures)} sweep worker(s) failed: {failures[0]}")
+        return summary

@@ -18,6 +18,8 @@
 5. the model service (bench_serve.py): throughput and p50/p95 latency under concurrent clients as
    ratios to a bare forward pass, answers lost or mixed up (target 0), a burst beyond the queue and
    broken uploads (target 0 unanswered).
+6. a hyperparameter study (bench_sweep.py): the driver's scheduling/storage/results time and the
+   trials' pruning reports as ratios to the sum of the trials' durations (target <= 0.05, <= 0.01).
 
 Every figure is the best of ``repeats`` timings. Ratios above 1 for "<=" targets (below 1 for ">=")
 miss. The table is also written to {out_dir}/bench_speed.csv.
@@ -43,6 +45,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
 
 import bench_serve  # noqa: E402
+import bench_sweep  # noqa: E402
 
 from cellpipe.core import config as cfglib  # noqa: E402
 from cellpipe.core import layout  # noqa: E402
@@ -265,7 +268,7 @@ def ensemble_figures(n_classes: int) -> list:
 def main(out_dir: str = "bench_out/speed", image_size: int = 512, repeats: int = 2, epochs: int = 2,
          model_name: str = "resnet18", train_image_size: int = 128, ensemble_classes: int = 1108,
          serve_image_size: int = 64, serve_clients: int = 8, serve_requests: int = 32, serve_burst: int = 64,
-         serve_onnx: bool = True):
+         serve_onnx: bool = True, sweep_trials: int = 4, sweep_epochs: int = 3):
     """Args:
         out_dir: where the generated data, cache, runs and bench_speed.csv go.
         image_size: side of the generated sites for the data-path figures (512: RxRx1's).
@@ -280,6 +283,8 @@ def main(out_dir: str = "bench_out/speed", image_size: int = 512, repeats: int =
         serve_requests: single-image requests per client.
         serve_burst: concurrent requests of the service's burst step.
         serve_onnx: also measure the service's ONNX runtime.
+        sweep_trials: trials of the study figures (bench_sweep.py; 0: none).
+        sweep_epochs: finetune epochs of each trial.
     """
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -294,6 +299,8 @@ def main(out_dir: str = "bench_out/speed", image_size: int = 512, repeats: int =
     if serve_clients:  # 0: no service figures
         rows += bench_serve.run(str(out / "serve"), image_size=serve_image_size, clients=serve_clients,
                                 requests=serve_requests, burst=serve_burst, onnx=serve_onnx)
+    if sweep_trials:
+        rows += bench_sweep.run(str(out / "sweep"), n_trials=sweep_trials, epochs=sweep_epochs)
     table = pd.DataFrame(rows, columns=["figure", "value", "goal", "target"])
     table["ratio_to_target"] = [v / t if t else None for v, t in zip(table.value, table.target)]
     table["met"] = ["" if pd.isna(t) else ("yes" if (v >= t if g == ">=" else v <= t) else "NO")

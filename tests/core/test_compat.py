@@ -1,4 +1,5 @@
 """The torchvision shim: models import on a CPU torch with the CUDA torchvision wheel."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,13 @@ def test_importing_the_package_loads_no_torch():
     """The shim waits for torchvision: commands that never build a model start without torch."""
     light = _run("import sys, cellpipe, cellpipe.engine.grid, cellpipe.core.config; print('torch' in sys.modules)")
     assert light.returncode == 0 and light.stdout.strip() == "False", light.stderr
+
+
+def test_catalysts_integration_probes_are_skipped_and_the_modules_still_import():
+    """catalyst.settings would import mlflow, onnx, optuna, scikit-learn... just to see they exist."""
+    probe = "import sys, cellpipe, catalyst; print(sorted(m for m in ('mlflow', 'onnx', 'sklearn') if m in sys.modules))"
+    quiet = _run(probe + "; import mlflow, sklearn; print('later imports work')")
+    assert quiet.returncode == 0 and quiet.stdout.split("\n")[:2] == ["[]", "later imports work"], quiet.stderr
+    loud = subprocess.run([sys.executable, "-c", probe], cwd=SRC, capture_output=True, text=True,
+                          env={**os.environ, "CELLPIPE_CATALYST_PROBES": "1"})
+    assert loud.returncode == 0 and loud.stdout.strip() == "['mlflow', 'onnx', 'sklearn']", loud.stderr

@@ -23,11 +23,13 @@ def test_bench_gpu_on_cpu_with_synthetic_and_cached_batches(demo_root, tmp_path)
 @pytest.mark.slow
 def test_bench_speed_prints_every_figure(tmp_path, capsys):
     bench_speed.main(out_dir=str(tmp_path), image_size=32, repeats=1, epochs=1, model_name="test_resnet",
-                     train_image_size=32, ensemble_classes=100, serve_clients=0)
+                     train_image_size=32, ensemble_classes=100, serve_clients=0, sweep_trials=1, sweep_epochs=1)
     # (the service rows' machinery, answers checked against classify and bursts shed, is
     # tests/serve/test_serve.py's; bench/bench_serve.py only times it)
     table = pd.read_csv(tmp_path / "bench_speed.csv")
     targets = table.dropna(subset=["target"])
-    assert len(targets) == 5 and (targets["value"] > 0).all()
+    assert len(targets) == 7 and (targets["value"] > 0).all()
+    sweep = table[table["figure"].str.startswith("sweep:")]
+    assert len(sweep) == 4 and (sweep["value"] > 0).all()  # the study ran a real trial and was timed
     assert set(table["met"].dropna()) <= {"yes", "NO"}
     assert "Catalyst epoch vs plain PyTorch loop" in capsys.readouterr().out

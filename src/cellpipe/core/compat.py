@@ -69,8 +69,50 @@ class _PatchFirst(importlib.abc.MetaPathFinder):
         return None  # the usual finders load the module
 
 
+# Catalyst 22.4's settings module imports every optional integration at import time to see whether
+# it is installed (mlflow, onnx, optuna, scikit-learn, ...: ~3 s of each train.py / inference.py
+# start-up here, since the project installs several of them for its own code). The project uses
+# none of Catalyst's integrations, so while catalyst.settings runs, those probes are told the
+# module is absent (modules already imported are found as usual). CELLPIPE_CATALYST_PROBES=1 keeps them.
+_CATALYST_PROBES = {"mlflow", "onnx", "onnxruntime", "optuna", "sklearn", "wandb", "comet_ml", "neptune", "imageio",
+                    "skimage", "apex", "fairscale", "deepspeed", "torch_xla", "scipy", "matplotlib"}
+
+
+class _QuietCatalystProbes(importlib.abc.MetaPathFinder):
+    def __init__(self):
+        self.active = False
+
+    def find_spec(self, name, path=None, target=None):
+        if self.active and name.split(".")[0] in _CATALYST_PROBES:
+            raise ModuleNotFoundError(f"{name} (hidden from catalyst.settings' probes)", name=name)
+        if name != "catalyst.settings" or self.active:
+            return None
+        sys.meta_path.remove(self)  # once: find the real module, then run it with the probes hidden
+        spec = importlib.util.find_spec(name)
+        real, finder = spec.loader, self
+
+        class Loader(importlib.abc.Loader):
+            def create_module(self, spec):
+                return real.create_module(spec)
+
+            def exec_module(self, module):
+                finder.active = True
+                sys.meta_path.insert(0, finder)
+                try:
+                    real.exec_module(module)
+                finally:
+                    sys.meta_path.remove(finder)
+                    finder.active = False
+
+        spec.loader = Loader()
+        return spec
+
+
 def install() -> None:
     if "torchvision" in sys.modules:
         patch_torchvision()
     elif not any(isinstance(f, _PatchFirst) for f in sys.meta_path):
         sys.meta_path.insert(0, _PatchFirst())
+    if ("catalyst.settings" not in sys.modules and os.environ.get("CELLPIPE_CATALYST_PROBES") != "1"
+            and not any(isinstance(f, _QuietCatalystProbes) for f in sys.meta_path)):
+        sys.meta_path.insert(0, _QuietCatalystProbes())

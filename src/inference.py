@@ -24,7 +24,8 @@ from cellpipe.inference.predict import predict_run
 def predict_all(data_root, model_root, model_name, out_dir, sites=None, tta: Optional[str] = None,
                 batch_size: int = 32, num_workers: int = 0, device: str = "auto",
                 overwrite: bool = False, image_size: Optional[int] = None, test_csv: Optional[str] = None,
-                reduce: Optional[str] = None, crop: Optional[float] = None, adabn: Optional[str] = None):
+                reduce: Optional[str] = None, crop: Optional[float] = None, adabn: Optional[str] = None,
+                mlflow: bool = False, mlflow_uri: Optional[str] = None, mlflow_experiment: str = "cellpipe-predictions"):
     """Predict with every finished run under model_root.
 
     Args:
@@ -45,15 +46,23 @@ def predict_all(data_root, model_root, model_name, out_dir, sites=None, tta: Opt
         crop: five_crop's crop side, a fraction of the image side or pixels (default: predict_params/crop).
         adabn: re-estimate BatchNorm statistics per group before predicting it: plate | experiment
             (any normalisation level of the source; default: predict_params/adabn).
+        mlflow: log the prediction as an MLflow run (arguments, models, sample counts, meta.json files).
+        mlflow_uri: the tracking store (default sqlite:///mlflow.db; a file store or server URL).
+        mlflow_experiment: the MLflow experiment of prediction runs.
     """
-    return _predict_all(data_root, model_root, model_name, out_dir, sites, tta, batch_size, num_workers, device,
-                        overwrite, image_size, test_csv, reduce, crop, adabn)
+    args = dict(locals())
+    result = _predict_all(data_root, model_root, model_name, out_dir, sites, tta, batch_size, num_workers, device,
+                          overwrite, image_size, test_csv, reduce, crop, adabn)
+    if mlflow:
+        _track("predict-all", args, Path(out_dir), sorted(Path(out_dir).rglob("meta.json")))
+    return result
 
 
 def predict(run_dir, out_dir, data_root=None, epoch: Optional[int] = None, sites=None, tta: Optional[str] = None,
             reduce: Optional[str] = None, batch_size: int = 32, num_workers: int = 0, device: str = "auto",
             overwrite: bool = False, test_csv: Optional[str] = None, crop: Optional[float] = None,
-            image_size: Optional[int] = None, adabn: Optional[str] = None):
+            image_size: Optional[int] = None, adabn: Optional[str] = None, mlflow: bool = False,
+            mlflow_uri: Optional[str] = None, mlflow_experiment: str = "cellpipe-predictions"):
     """Predict with one run folder (its best model, or the checkpoint of ``epoch``).
 
     Args:
@@ -72,17 +81,23 @@ def predict(run_dir, out_dir, data_root=None, epoch: Optional[int] = None, sites
         device: auto | cpu | cuda | cuda:N.
         overwrite: recompute outputs that already exist.
         test_csv: rows to predict (a file of ids; default the source's test split).
+        mlflow, mlflow_uri, mlflow_experiment: log the prediction as an MLflow run (as for predict-all).
     """
+    args = dict(locals())
     sites = None if sites is None else [int(s) for s in ([sites] if isinstance(sites, int) else sites)]
-    return str(predict_run(Path(run_dir), data_root, Path(out_dir), sites, tta, batch_size, num_workers, device,
-                           overwrite, image_size, test_csv, reduce, epoch, dest=Path(out_dir), crop=crop,
-                           adabn=adabn))
+    result = str(predict_run(Path(run_dir), data_root, Path(out_dir), sites, tta, batch_size, num_workers, device,
+                             overwrite, image_size, test_csv, reduce, epoch, dest=Path(out_dir), crop=crop,
+                             adabn=adabn))
+    if mlflow:
+        _track("predict", args, Path(out_dir), [Path(out_dir) / "meta.json"])
+    return result
 
 
 def classify(*images, model=None, out="classified.csv", pattern: Optional[str] = None, tta: Optional[str] = None,
              reduce: Optional[str] = None, batch_size: int = 32, num_workers: int = 0, device: str = "auto",
              top_k: int = 3, parquet: bool = False, runtime: str = "torch", group_stats: Optional[str] = None,
-             min_prob: Optional[float] = None):
+             min_prob: Optional[float] = None, mlflow: bool = False, mlflow_uri: Optional[str] = None,
+             mlflow_experiment: str = "cellpipe-predictions"):
     """Classify new, unlabelled images with finished runs (no labels, no split, no training config).
 
     Args:
@@ -107,14 +122,46 @@ def classify(*images, model=None, out="classified.csv", pattern: Optional[str] =
             the given images are one such group and are normalised by their own per-channel mean/std.
         min_prob: single-label / hierarchy: a prediction (each level on its own) below this probability
             becomes the run's other label (Other), for images of classes the model never learnt.
+        mlflow, mlflow_uri, mlflow_experiment: log the classification as an MLflow run (arguments, models,
+            samples classified and unreadable, the output table as an artefact).
     """
     from cellpipe.inference.classify import classify as _classify
 
+    args = dict(locals())
     if not model:
         raise SystemExit("classify: --model RUN_OR_TREE is required")
     models = model.split(",") if isinstance(model, str) else list(model)
-    return str(_classify(models, images, out, batch_size, num_workers, device, tta, reduce, top_k, parquet, pattern,
-                         runtime, group_stats, min_prob))
+    result = str(_classify(models, images, out, batch_size, num_workers, device, tta, reduce, top_k, parquet, pattern,
+                           runtime, group_stats, min_prob))
+    if mlflow:
+        _track("classify", args, Path(out), [Path(out)])
+    return result
+
+
+def _track(command: str, args: dict, out: Path, files) -> None:
+    """The MLflow run of a prediction command (``mlflow``, ``mlflow_uri``, ``mlflow_experiment`` of ``args``)."""
+    import json
+
+    import pandas as pd
+
+    from cellpipe.inference.predictor import run_dirs
+    from cellpipe.training.tracking import log_prediction
+
+    uri, experiment = args.pop("mlflow_uri"), args.pop("mlflow_experiment")
+    args.pop("mlflow")
+    model = args.get("model") or args.get("run_dir") or args.get("model_root")
+    runs = run_dirs(model.split(",") if isinstance(model, str) else list(model))
+    if command == "predict-all":
+        runs = [r for r in runs if r.name == args["model_name"]]
+    if command == "classify":
+        table = pd.read_csv(out)
+        errors = int(table["error"].notna().sum()) if "error" in table else 0
+        metrics = {"samples": len(table), "unreadable": errors}
+    else:
+        metas = [json.loads(Path(f).read_text()) for f in files if Path(f).is_file()]
+        metrics = {"runs": len(metas), "test_samples": sum(m.get("n_test") or 0 for m in metas),
+                   "valid_samples": sum(m.get("n_valid") or 0 for m in metas)}
+    log_prediction(uri, experiment, command, args, out, runs, metrics, files)
 
 
 def export(model=None, out=None, onnx: bool = False):

@@ -163,3 +163,24 @@ def test_a_package_classifies_without_the_run_tree_and_refuses_edits(manifest_ru
     with pytest.raises(DataError, match=r"config.yml does not match its recorded SHA-256"):
         inference.classify(images, model=str(package), out=str(tmp_path / "c.csv"))
     assert not (tmp_path / "c.csv").exists()
+
+
+def test_predictions_log_to_a_real_mlflow_store(manifest_run, tmp_path):
+    """classify and predict with --mlflow: one finished MLflow run each, read back through the client."""
+    from mlflow.tracking import MlflowClient
+
+    run, root = manifest_run
+    uri = f"sqlite:///{tmp_path / 'ml.db'}"
+    out = inference.classify(str(root / "images"), model=str(run), out=str(tmp_path / "c.csv"), mlflow=True,
+                             mlflow_uri=uri, mlflow_experiment="preds")
+    inference.predict(str(run), str(tmp_path / "p"), mlflow=True, mlflow_uri=uri, mlflow_experiment="preds")
+    client = MlflowClient(tracking_uri=uri)
+    runs = {r.data.tags["command"]: r for r in client.search_runs([client.get_experiment_by_name("preds").experiment_id])}
+    assert set(runs) == {"classify", "predict"} and {r.info.status for r in runs.values()} == {"FINISHED"}
+    c, p = runs["classify"], runs["predict"]
+    assert c.data.metrics["samples"] == len(pd.read_csv(out)) and c.data.metrics["unreadable"] == 0
+    assert json.loads(c.data.tags["models"]) == [str(run)] and c.data.params["top_k"] == "3"
+    assert {a.path for a in client.list_artifacts(c.info.run_id)} == {"c.csv"}
+    meta = json.loads((tmp_path / "p" / "meta.json").read_text())
+    assert p.data.metrics["test_samples"] == meta["n_test"] and p.data.params["run_dir"] == str(run)
+    assert {a.path for a in client.list_artifacts(p.info.run_id)} == {"meta.json"}

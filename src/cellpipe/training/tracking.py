@@ -116,3 +116,34 @@ def stop(cfg: dict, logdir: Path, status: str, **tags) -> None:
     for k, v in tags.items():
         client.set_tag(rid, k, v)
     client.set_terminated(rid, status)
+
+
+def log_prediction(uri: Optional[str], experiment: str, command: str, args: dict, out: Path, runs,
+                   metrics: dict, files) -> str:
+    """One finished MLflow run for a prediction command (predict, predict-all, classify): its
+    arguments as parameters; tags for the command, the output and each model run (with the training
+    run's own MLflow run id where that run was tracked); ``metrics``; ``files`` as artefacts."""
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri or DEFAULT_URI)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    runs = [Path(r) for r in runs]
+    tags = {"mlflow.source.name": "src/inference.py", "command": command, "out": str(out),
+            "models": json.dumps([str(r) for r in runs])[:MAX_PARAM]}
+    trained = [json.loads((r / RUN_FILE).read_text())["run_id"] for r in runs if (r / RUN_FILE).is_file()]
+    if trained:
+        tags["training_runs"] = ",".join(trained)[:MAX_PARAM]
+    run = client.create_run(experiment_id, run_name=f"{command} {Path(out).name}", tags=tags)
+    now = int(time.time() * 1000)
+    params = [Param(k, (v if isinstance(v, str) else json.dumps(v, default=str))[:MAX_PARAM])
+              for k, v in args.items() if v is not None]
+    client.log_batch(run.info.run_id, params=params[:100],
+                     metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()], tags=[RunTag("out", str(out))])
+    for path in files:
+        if Path(path).is_file():
+            client.log_artifact(run.info.run_id, str(path))
+    client.set_terminated(run.info.run_id, "FINISHED")
+    log.info("MLflow run %s: %s -> %s (%s)", run.info.run_id, command, out, uri or DEFAULT_URI)
+    return run.info.run_id

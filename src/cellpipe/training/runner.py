@@ -242,7 +242,8 @@ def run_stage(cfg, name, model, loaders, logdir: Path, engine, criteria, labels)
     if tune.get("storage"):
         from cellpipe.training.trial import TrialCallback
 
-        callbacks.append(TrialCallback(tune, tune.get("metric") or sp["main_metric"], offset))
+        callbacks.append(TrialCallback(tune, tune.get("metric") or sp["main_metric"],
+                                       offset + int(tune.get("step_offset") or 0)))
     if tracking.enabled(cfg) and distributed.is_main():
         callbacks.append(tracking.MlflowCallback(cfg, logdir.parent, offset))
     if unfreeze:

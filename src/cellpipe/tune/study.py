@@ -4,6 +4,9 @@
       config: configs/classify.yml
       overlays: [configs/model/compact.yml, configs/data/manifest.yml]
       overrides: {data_params/root: data/manifest}      # fixed settings of every trial
+      folds:                         # optional: each trial trains every fold (these overrides each)
+        - {data_params/train_csv: csv/train_0.csv, data_params/valid_csv: csv/valid_0.csv}
+        - {data_params/train_csv: csv/train_1.csv, data_params/valid_csv: csv/valid_1.csv}
     space: {optimizer_params/lr: {float: [1.0e-3, 3.0e-2], log: true}, ...}   # see tune.space
     metric: accuracy01               # a validation metric of the runs (DONE.json's valid scores)
     direction: maximize              # or minimize
@@ -13,7 +16,10 @@
     sampler: {name: tpe, seed: 0}    # tpe | random | grid (every key a list; n_trials defaults to the grid)
     pruner: {name: median, n_startup_trials: 2, n_warmup_steps: 1}   # median | halving | none
 
-Trial k trains in {study_dir}/trials/{k:04d}/ (config.yml holds its parameters; train.log beside it)
+With folds, trial k trains fold i in {study_dir}/trials/{k:04d}/fold_{i}/, reporting fold i's epochs
+as steps i * 1000 + epoch, and its value is the metric out of fold: the folds' validation
+predictions pooled and scored together by the target kind (as the ensemble's OOF scores).
+Otherwise trial k trains in {study_dir}/trials/{k:04d}/ (config.yml holds its parameters; train.log beside it)
 and reports each epoch's metric to the study, whose pruner may stop it (train.py exits PRUNED_EXIT).
 The study lives in a database (default sqlite:///{study_dir}/study.db; any SQLAlchemy URL, e.g.
 PostgreSQL for workers on several machines), so running the same command again continues it.
@@ -81,8 +87,12 @@ def load_sweep(path) -> dict:
         if key not in spec:
             raise ConfigError(f"{path}: the sweep needs '{key}'")
     train = spec["train"]
-    if not isinstance(train, dict) or "config" not in train or set(train) - {"config", "overlays", "overrides"}:
-        raise ConfigError(f"{path}: 'train' takes config, overlays (list) and overrides (section/key: value)")
+    if not isinstance(train, dict) or "config" not in train or set(train) - {"config", "overlays", "overrides", "folds"}:
+        raise ConfigError(f"{path}: 'train' takes config, overlays (list), overrides (section/key: value) and "
+                          f"folds (a list of overrides, one per fold)")
+    folds = train.get("folds")
+    if folds is not None and (not isinstance(folds, list) or not folds or not all(isinstance(f, dict) for f in folds)):
+        raise ConfigError(f"{path}: train/folds must be a non-empty list of overrides (section/key: value), one per fold")
     check_space(spec["space"], str(path))
     if spec.get("direction", "maximize") not in ("maximize", "minimize"):
         raise ConfigError(f"{path}: direction must be maximize or minimize, got {spec['direction']!r}")
@@ -188,12 +198,15 @@ def running(study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
-def trial_command(spec: dict, logdir: Path, values: dict, tune: dict, python: str) -> list:
+FOLD_STEPS = 1000  # fold i's epochs are reported as steps i * FOLD_STEPS + epoch
+
+
+def trial_command(spec: dict, logdir: Path, values: dict, tune: dict, python: str, fold: Optional[dict] = None) -> list:
     train = spec["train"]
     cmd = [python, str(TRAIN), "--config", str(train["config"]), "--logdir", str(logdir)]
     for o in train.get("overlays") or []:
         cmd += ["--overlay", str(o)]
-    cmd += overrides(train.get("overrides") or {}) + overrides(values)
+    cmd += overrides(train.get("overrides") or {}) + overrides(fold or {}) + overrides(values)
     return cmd + overrides({f"tune_params/{k}": v for k, v in tune.items()})
 
 
@@ -209,23 +222,51 @@ def objective_for(spec: dict, study_dir: Path, storage_url: str, python: str):
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         tune = {"storage": storage_url, "study": spec["study"], "trial_id": trial._trial_id,
                 "metric": spec["metric"], "pruner": spec.get("pruner")}
-        cmd = trial_command(spec, logdir, values, tune, python)
-        logdir.mkdir(parents=True, exist_ok=True)
         with lock:
             log.info("trial %d: %s", trial.number, " ".join(f"{k}={v}" for k, v in values.items()))
-        with open(logdir.parent / f"{logdir.name}.log", "a") as out:
-            rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode
-        if rc == PRUNED_EXIT:
-            raise optuna.TrialPruned()
-        if rc != 0:
-            raise TrialFailed(f"trial {trial.number}: train.py exited with {rc}; see {logdir.parent / logdir.name}.log")
-        done = json.loads((logdir / "DONE.json").read_text())
-        if spec["metric"] not in done["valid"]:
+        folds = spec["train"].get("folds")
+        runs = [logdir / f"fold_{i}" for i in range(len(folds))] if folds else [logdir]
+        for i, run in enumerate(runs):
+            if folds and (run / "DONE.json").is_file():  # a retried trial's finished folds
+                continue
+            cmd = trial_command(spec, run, values, {**tune, "step_offset": i * FOLD_STEPS}, python,
+                                folds[i] if folds else None)
+            run.mkdir(parents=True, exist_ok=True)
+            with open(run.parent / f"{run.name}.log", "a") as out:
+                rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode
+            if rc == PRUNED_EXIT:
+                raise optuna.TrialPruned()
+            if rc != 0:
+                raise TrialFailed(f"trial {trial.number}: train.py exited with {rc}; see {run.parent / run.name}.log")
+        scores = [json.loads((run / "DONE.json").read_text())["valid"] for run in runs]
+        if spec["metric"] not in scores[0]:
             raise ConfigError(f"sweep metric {spec['metric']!r} is not a validation score of the runs; they have "
-                              f"{sorted(done['valid'])}")
-        return float(done["valid"][spec["metric"]])
+                              f"{sorted(scores[0])}")
+        if not folds:
+            return float(scores[0][spec["metric"]])
+        trial.set_user_attr("fold_values", [float(s[spec["metric"]]) for s in scores])
+        return oof_score(runs, spec["metric"])
 
     return objective
+
+
+def oof_score(runs, metric: str) -> float:
+    """``metric`` over the runs' validation predictions pooled (valid_predictions.csv), scored by the
+    runs' target kind (labels.json) as the ensemble scores out-of-fold predictions."""
+    import pandas as pd
+
+    from cellpipe.core import layout
+    from cellpipe.tasks import load as load_task
+
+    task = load_task(Path(runs[0]) / "checkpoints" / layout.LABELS_FILE)
+    table = pd.concat([pd.read_csv(Path(r) / layout.VALID_PREDICTIONS, keep_default_na=False) for r in runs],
+                      ignore_index=True)
+    targets = task.encode(table.rename(columns={"truth": "label"}), f"{runs[0]}/{layout.VALID_PREDICTIONS}")
+    scores = task.score(table[task.prob_columns()].to_numpy(float), targets)
+    if metric not in scores:
+        raise ConfigError(f"sweep metric {metric!r} has no out-of-fold score for target kind {task.kind}; "
+                          f"it has {sorted(scores)}")
+    return float(scores[metric])
 
 
 def write_results(study, spec: dict, study_dir: Path, figures: bool = True) -> dict:

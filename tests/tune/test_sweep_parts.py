@@ -12,7 +12,16 @@ from cellpipe.core import config as cfglib
 from cellpipe.core.errors import ConfigError
 from cellpipe.training.trial import Pruned, TrialCallback, make_pruner
 from cellpipe.tune.space import check_space, choices, grid, overlay, overrides, suggest
-from cellpipe.tune.study import HEARTBEAT, counted, load_sweep, make_sampler, make_storage, reclaim, trial_command
+from cellpipe.tune.study import (
+    HEARTBEAT,
+    counted,
+    load_sweep,
+    make_sampler,
+    make_storage,
+    oof_score,
+    reclaim,
+    trial_command,
+)
 
 SPACE = {"stages/finetune/scheduler_params/lr_range": [[0.01, 0.0001], [0.03, 0.0001]],
          "stages/warmup/optimizer_params/lr": {"float": [1e-3, 1e-2], "log": True},
@@ -56,6 +65,34 @@ def test_bad_spaces_samplers_pruners_and_sweep_files_are_one_line_each(tmp_path)
     sweep.write_text("train: {config: configs/classify.yml}\nspace: {optimizer_params/lr: [0.1]}\nmetric: x\ntrails: 3\n")
     with pytest.raises(ConfigError, match="unknown sweep key\\(s\\) \\['trails'\\]"):
         load_sweep(sweep)
+    sweep.write_text("train: {config: c.yml, folds: [train_0.csv]}\nspace: {optimizer_params/lr: [0.1]}\nmetric: x\n")
+    with pytest.raises(ConfigError, match="train/folds must be a non-empty list of overrides"):
+        load_sweep(sweep)
+    sweep.write_text("train: {config: c.yml}\nspace: {a/b: [1]}\nmetric: x\nheartbeat: {interval: 3}\n")
+    with pytest.raises(ConfigError, match="unknown heartbeat key\\(s\\) \\['interval'\\]"):
+        load_sweep(sweep)
+
+
+def test_the_out_of_fold_score_pools_the_folds_predictions(tmp_path):
+    """Fold sizes differ, so the pooled accuracy is not the mean of the folds' accuracies."""
+    import pandas as pd
+
+    from cellpipe.tasks import from_dict
+
+    task = from_dict({"kind": "single", "classes": ["a", "b"]})
+    runs = []
+    for k, (preds, truth) in enumerate([(["a", "a", "b", "b", "a", "b"], ["a", "a", "b", "b", "a", "b"]),  # 6/6
+                                        (["a", "a"], ["b", "b"])]):  # 0/2
+        run = tmp_path / f"fold_{k}"
+        task.save(run / "checkpoints" / "labels.json")
+        probs = [[0.9, 0.1] if p == "a" else [0.2, 0.8] for p in preds]
+        pd.DataFrame({"id": [f"{k}_{i}" for i in range(len(preds))], "pred": preds, "truth": truth,
+                      **{c: [p[j] for p in probs] for j, c in enumerate(task.prob_columns())}}).to_csv(
+            run / "valid_predictions.csv", index=False)
+        runs.append(run)
+    assert oof_score(runs, "accuracy01") == pytest.approx(6 / 8)  # the folds' mean would be 0.5
+    with pytest.raises(ConfigError, match="no out-of-fold score for target kind single"):
+        oof_score(runs, "macro_f1")
 
 
 def test_a_dead_workers_trial_is_failed_and_queued_again_in_its_folder(tmp_path):

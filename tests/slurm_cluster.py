@@ -32,7 +32,7 @@ def _conf(root: Path, ports) -> str:
     cpus, mem_mb = os.cpu_count() or 1, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2 ** 20
     return "\n".join([
         "ClusterName=cellpipe-test", f"SlurmctldHost={socket.gethostname()}", "SlurmUser=root", "SlurmdUser=root",
-        "AuthType=auth/munge", f"AuthInfo=socket={root}/munge/socket,cred_expire=10",  # requeued jobs wait cred_expire
+        "AuthType=auth/munge", f"AuthInfo=socket={root}/munge/socket,cred_expire=5",  # requeued jobs wait cred_expire
         "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_Core", "AccountingStorageType=accounting_storage/none",
         "JobAcctGatherType=jobacct_gather/none", "MpiDefault=none", "ReturnToService=2", "MinJobAge=300",

@@ -33,3 +33,10 @@ def test_add_needs_an_output_folder(tmp_path):
         engine.add(tmp_path / "g.jsonl", ["src/ensemble.py", "--data_root", "x"])
 
 
+
+
+def test_gpus_are_counted_from_slurm_gres_strings():
+    from cellpipe.engine.grid import gres_gpus
+
+    assert gres_gpus("gpu:4") == 4 and gres_gpus("gpu:a100:2(S:0-1),gpu:v100:1") == 3
+    assert gres_gpus("(null)") == 0 and gres_gpus("gpu") == 1 and gres_gpus("mps:100,gpu:2") == 2

@@ -9,6 +9,7 @@ job's dependents are not started. The command line is src/grid.py.
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -142,9 +143,18 @@ def use_queue_state(delay_s: float) -> None:
     slurm.SlurmJob.watcher._delay_s = delay_s
 
 
+def gres_gpus(gres: str) -> int:
+    """GPUs in a node's GRES string: "gpu:4", "gpu:a100:2(S:0-1),gpu:v100:1", "(null)" -> 4, 3, 0."""
+    total = 0
+    for item in re.sub(r"\([^)]*\)", "", gres).split(","):
+        fields = item.strip().split(":")
+        if fields[0] == "gpu":
+            total += int(fields[-1]) if len(fields) > 1 and fields[-1].isdigit() else 1
+    return total
+
+
 def partition_gpus(partition: Optional[str]) -> Dict[str, int]:
     """GPUs per node of ``partition`` (the default one when None), from sinfo's GRES column."""
-    import re
     import subprocess
 
     cmd = ["sinfo", "-h", "-N", "-o", "%N|%G|%P"] + (["-p", partition] if partition else [])
@@ -159,7 +169,7 @@ def partition_gpus(partition: Optional[str]) -> Dict[str, int]:
         node, gres, part = (line.split("|") + ["", ""])[:3]
         if partition is None and not part.endswith("*"):
             continue  # sinfo marks the default partition with a star
-        gpus[node] = sum(int(n or 1) for n in re.findall(r"gpu(?::[^:,()]+)?:?(\d*)", gres))
+        gpus[node] = gres_gpus(gres)
     if not gpus:
         raise ConfigError(f"grid run --engine slurm: no nodes in partition {partition or '(default)'}")
     return gpus

@@ -135,12 +135,17 @@ def use_queue_state(delay_s: float) -> None:
             self._finished = {j for j in self._finished if self.get_state(j, "cache") in ("COMPLETED", "LEFT_QUEUE")}
 
         def is_done(self, job_id, mode="standard"):
-            state = (self.get_state(job_id, mode=mode).split() or ["UNKNOWN"])[0].upper()
+            state = _state_word(self.get_state(job_id, mode=mode))
             return state in SLURM_DONE or state == "LEFT_QUEUE"
 
     if type(slurm.SlurmJob.watcher).__name__ != "QueueWatcher":  # once per process
         slurm.SlurmJob.watcher = QueueWatcher(delay_s=delay_s)
     slurm.SlurmJob.watcher._delay_s = delay_s
+
+
+def _state_word(state: str) -> str:
+    """squeue's state without its qualifiers ("CANCELLED by 0" -> CANCELLED)."""
+    return (state.split() or ["UNKNOWN"])[0].upper()
 
 
 def gres_gpus(gres: str) -> int:
@@ -175,15 +180,27 @@ def partition_gpus(partition: Optional[str]) -> Dict[str, int]:
     return gpus
 
 
-def check_gpus(partition: Optional[str], gpus_per_job: int) -> None:
-    """A request no node of the partition can meet fails here, naming the fix, rather than pending forever."""
-    if gpus_per_job <= 0:
-        return
+def resolve_gpus(engine: str, partition: Optional[str], requested: Optional[int]) -> int:
+    """GPUs per job: ``requested``, or by default one where there are GPUs (a Slurm partition's nodes,
+    or this machine) and none elsewhere. On Slurm a request no node of the partition can meet fails
+    here, naming the fix, rather than pending forever."""
+    if engine != "slurm":
+        if requested is not None:
+            return requested
+        import torch
+
+        return 1 if torch.cuda.is_available() else 0
+    if requested is not None and requested <= 0:
+        return 0
     gpus = partition_gpus(partition)
-    if max(gpus.values()) < gpus_per_job:
-        raise ConfigError(f"grid run: --gpus_per_job {gpus_per_job} cannot be met by partition "
+    if requested is None:
+        requested = 1 if max(gpus.values()) > 0 else 0
+        log.info("partition %s: %d GPU(s) per job by default", partition or "(default)", requested)
+    elif max(gpus.values()) < requested:
+        raise ConfigError(f"grid run: --gpus_per_job {requested} cannot be met by partition "
                           f"{partition or '(default)'} (GPUs per node: {gpus}); use --gpus_per_job 0 for CPU "
                           f"jobs or --partition with GPU nodes")
+    return requested
 
 
 def make_executor(engine: str, folder: Path, gpus_per_job: int, timeout_min: int, partition: Optional[str],
@@ -197,7 +214,6 @@ def make_executor(engine: str, folder: Path, gpus_per_job: int, timeout_min: int
     if engine == "slurm":
         from submitit.slurm.slurm import SlurmExecutor
 
-        check_gpus(partition, gpus_per_job)
         use_queue_state(queue_poll_s)
         executor = SlurmExecutor(folder=folder, python=sys.executable)
         params = dict(time=timeout_min, array_parallelism=max_parallel, ntasks_per_node=1, nodes=1)
@@ -234,15 +250,20 @@ def submit(executor, engine: str, commands: List[list], gpus_per_job: int, free_
 
 def slurm_state(job) -> str:
     """The job's state as the queue tells it now (LEFT_QUEUE once it has left it)."""
-    return (job.watcher.get_state(job.job_id, mode="force").split() or ["UNKNOWN"])[0].upper()
+    return _state_word(job.watcher.get_state(job.job_id, mode="force"))
+
+
+RUNNING = "running"
 
 
 def outcome(job, engine: str) -> Optional[str]:
-    """For a job whose result file exists or whose state is final: None when it succeeded, "alive" when
-    Slurm has requeued it (a node failure or preemption: the failed attempt's result is set aside and
-    the job waited for again), else one line of why it failed, with its Slurm state."""
+    """RUNNING while the job runs, is pending, or was requeued by Slurm (a node failure or preemption:
+    the failed attempt's result is set aside and the job waited for again); once it has ended, None
+    when it succeeded, else one line of why it failed, with its Slurm state."""
     import submitit
 
+    if not job.done():
+        return RUNNING
     try:
         job.result()
         return None
@@ -257,19 +278,8 @@ def outcome(job, engine: str) -> Optional[str]:
             if state != "RUNNING" and result.exists():
                 result.rename(result.with_name(f"{result.stem}.failed-{time.time():.0f}.pkl"))
                 log.warning("job %s was requeued by Slurm (%s): waiting for its next attempt", job.job_id, why)
-            return "alive"
+            return RUNNING
         return f"{why} [Slurm state {state}]"
-
-
-def default_gpus(engine: str, partition: Optional[str]) -> int:
-    """One GPU per job where there are GPUs (a Slurm partition's nodes, or this machine), else none."""
-    if engine == "slurm":
-        gpus = 1 if max(partition_gpus(partition).values()) > 0 else 0
-        log.info("partition %s: %d GPU(s) per job by default", partition or "(default)", gpus)
-        return gpus
-    import torch
-
-    return 1 if torch.cuda.is_available() else 0
 
 
 def default_parallel(engine: str, gpus_per_job: int) -> int:
@@ -287,8 +297,7 @@ def run(grid, engine: str = "local", max_parallel: Optional[int] = None, gpus_pe
     wait for all. Returns {"done", "failed", "skipped", "blocked"} job numbers (0-based, grid order)."""
     jobs = read_grid(grid)
     deps = dependencies(jobs)
-    if gpus_per_job is None:
-        gpus_per_job = default_gpus(engine, partition)
+    gpus_per_job = resolve_gpus(engine, partition, gpus_per_job)
     max_parallel = int(max_parallel or default_parallel(engine, gpus_per_job))
     if max_parallel < 1:
         raise ConfigError(f"grid run --max_parallel: expected at least 1, got {max_parallel}")
@@ -303,10 +312,8 @@ def run(grid, engine: str = "local", max_parallel: Optional[int] = None, gpus_pe
              len(pending), engine, max_parallel)
     while pending or running:
         for i, (job, gpus) in list(running.items()):
-            if not job.done():
-                continue
             why = outcome(job, engine)
-            if why == "alive":
+            if why == RUNNING:
                 continue
             del running[i]
             free_gpus += gpus

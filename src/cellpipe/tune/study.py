@@ -378,7 +378,7 @@ def run_workers(commands, engine: str, study_dir: Path, gpus_per_job: Optional[i
 
     from cellpipe.engine import grid as engine_lib
 
-    gpus = engine_lib.default_gpus(engine, engine_params.get("partition")) if gpus_per_job is None else gpus_per_job
+    gpus = engine_lib.resolve_gpus(engine, engine_params.get("partition"), gpus_per_job)
     params = {"timeout_min": 1440, "partition": None, "cpus_per_job": None, "mem_gb": None, "queue_poll_s": 15.0,
               **engine_params}
     executor = engine_lib.make_executor(engine, study_dir / "engine" / "%j", gpus, max_parallel=len(commands),
@@ -389,13 +389,12 @@ def run_workers(commands, engine: str, study_dir: Path, gpus_per_job: Optional[i
     failures, waiting = [], [j for j, _ in jobs]
     while waiting:
         for job in list(waiting):
-            if job.done():
-                why = engine_lib.outcome(job, engine)
-                if why == "alive":
-                    continue
-                waiting.remove(job)
-                if why:
-                    failures.append(f"worker {job.job_id}: {why} (log: {job.paths.stderr})")
+            why = engine_lib.outcome(job, engine)
+            if why == engine_lib.RUNNING:
+                continue
+            waiting.remove(job)
+            if why:
+                failures.append(f"worker {job.job_id}: {why} (log: {job.paths.stderr})")
         time.sleep(poll_s) if waiting else None
     return failures
 

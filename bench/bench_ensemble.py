@@ -96,7 +96,7 @@ def main(
     group_ok = (well_groups == groups[truth]).mean()
     acc_argmax = (probs.argmax(axis=1) == truth).mean()
     acc_assigned = (labels == truth).mean()
-    print(f"ensemble+assignment: {elapsed:.2f} s  target {target_s:.1f} s  ratio {elapsed / target_s:.2f}")
+    print(f"ensemble+assignment: {elapsed:.6f} s  target {target_s:.1f} s  ratio {elapsed / target_s:.6f}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     print(f"peak memory {peak:.2f} GiB (the whole process: logits of every model + the ensemble)")
     print(f"accuracy argmax {acc_argmax:.4f} -> assigned {acc_assigned:.4f}; "

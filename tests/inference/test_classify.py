@@ -184,3 +184,5 @@ def test_predictions_log_to_a_real_mlflow_store(manifest_run, tmp_path):
     meta = json.loads((tmp_path / "p" / "meta.json").read_text())
     assert p.data.metrics["test_samples"] == meta["n_test"] and p.data.params["run_dir"] == str(run)
     assert {a.path for a in client.list_artifacts(p.info.run_id)} == {"meta.json"}
+    # artefacts beside the database, not in whichever folder the command ran in
+    assert sorted(p.name for p in (tmp_path / "mlruns").rglob("*.json")) == ["meta.json"]

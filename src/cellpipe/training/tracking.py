@@ -47,6 +47,20 @@ def _client(cfg: dict):
     return MlflowClient(tracking_uri=(cfg.get("tracking_params") or {}).get("uri") or DEFAULT_URI)
 
 
+def artifact_root(uri: str) -> Optional[str]:
+    """Artefacts of a SQLite store go beside its database file (MLflow's default, ./mlruns, is
+    relative to whichever folder the command ran in); other stores keep their own default."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlruns").as_uri()
+    return None
+
+
+def experiment_id(client, name: str) -> str:
+    found = client.get_experiment_by_name(name)
+    return found.experiment_id if found else client.create_experiment(
+        name, artifact_location=artifact_root(client.tracking_uri))
+
+
 def run_id(cfg: dict, logdir: Path) -> str:
     """The MLflow run of ``logdir``: the one recorded there, else a new one with the config and tags."""
     from mlflow.entities import Param, RunTag
@@ -57,14 +71,12 @@ def run_id(cfg: dict, logdir: Path) -> str:
     client, tp = _client(cfg), cfg.get("tracking_params") or {}
     dp, tune = cfg["data_params"], cfg.get("tune_params") or {}
     name = tp.get("experiment") or f"cellpipe-{dp['source']}"
-    experiment = client.get_experiment_by_name(name)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
     fold = re.search(r"fold_(\d+)", str(logdir))
     tags = {"source": dp["source"], "target": str(dp.get("target", "single")), "channels": json.dumps(dp["channels"]),
             "model": str(cfg["model_params"]["model_name"]), "logdir": str(logdir),
             **({"fold": fold.group(1)} if fold else {}),
             **({"study": str(tune["study"]), "trial_id": str(tune["trial_id"])} if tune.get("study") else {})}
-    run = client.create_run(experiment_id, run_name=tp.get("run_name") or Path(logdir).name,
+    run = client.create_run(experiment_id(client, name), run_name=tp.get("run_name") or Path(logdir).name,
                             tags={"mlflow.source.name": "src/train.py", **tags})
     params = [Param(k, v[:MAX_PARAM]) for k, v in flatten(cfg).items()]
     for i in range(0, len(params), 100):  # MLflow takes at most 100 parameters per batch
@@ -127,15 +139,13 @@ def log_prediction(uri: Optional[str], experiment: str, command: str, args: dict
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri or DEFAULT_URI)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
     runs = [Path(r) for r in runs]
     tags = {"mlflow.source.name": "src/inference.py", "command": command, "out": str(out),
             "models": json.dumps([str(r) for r in runs])[:MAX_PARAM]}
     trained = [json.loads((r / RUN_FILE).read_text())["run_id"] for r in runs if (r / RUN_FILE).is_file()]
     if trained:
         tags["training_runs"] = ",".join(trained)[:MAX_PARAM]
-    run = client.create_run(experiment_id, run_name=f"{command} {Path(out).name}", tags=tags)
+    run = client.create_run(experiment_id(client, experiment), run_name=f"{command} {Path(out).name}", tags=tags)
     now = int(time.time() * 1000)
     params = [Param(k, (v if isinstance(v, str) else json.dumps(v, default=str))[:MAX_PARAM])
               for k, v in args.items() if v is not None]

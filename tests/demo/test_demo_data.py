@@ -87,8 +87,10 @@ def test_controls_on_every_plate(demo_root):
     t = tables(demo_root)
     ctrl = pd.concat([t["train_controls"], t["test_controls"]])
     for k, g in ctrl.groupby(["experiment", "plate"]):
-        assert sorted(g.sirna) == sorted(CONTROL_IDS), k
-        assert (g.well_type == "negative_control").sum() == 1
+        negative = g[g.well_type == "negative_control"]
+        assert sorted(g.sirna.unique()) == sorted(CONTROL_IDS), k
+        assert len(negative) == 4 and negative.sirna.nunique() == 1  # negative_wells' replicates
+        assert len(g) == len(CONTROL_IDS) - 1 + 4
     assert set(ctrl.well_type) == {"negative_control", "positive_control"}
     assert ctrl.groupby(["experiment", "plate"]).ngroups == 8 * 4
     everything = pd.concat([t["train"], t["test"], ctrl])
@@ -105,8 +107,22 @@ def test_deterministic_for_a_seed(tmp_path):
         runs[name] = snapshot(tmp_path / name)
     assert runs["a"] == runs["b"]
     assert runs["a"] != runs["c"]
-    # (2 experiments x 4 plates x (2 + 2) wells - 2 dropped) x 2 sites x 6 channels + 6 CSVs
-    assert len(runs["a"]) == (2 * 4 * (2 + 2) - 2) * 12 + 6
+    # (2 experiments x 4 plates x (2 treatments + 1 control + 4 negative) wells - 2 dropped) x 2 sites
+    # x 6 channels + 6 CSVs
+    assert len(runs["a"]) == (2 * 4 * (2 + 1 + 4) - 2) * 12 + 6
+
+
+def test_vignette_darkens_the_corners_of_every_plate(tmp_path):
+    def corner_over_centre(root):
+        mean = np.mean([cv2.imread(str(p), cv2.IMREAD_UNCHANGED).astype(float)
+                        for p in sorted(root.rglob("*_w2.png"))], axis=0)
+        q = mean.shape[0] // 6
+        return np.mean([mean[:q, :q], mean[:q, -q:], mean[-q:, :q], mean[-q:, -q:]]) / mean[
+            2 * q:-2 * q, 2 * q:-2 * q].mean()
+
+    flat, dark = (make_demo_data.main(out_dir=str(tmp_path / n), **{**TINY, "vignette": v}) and
+                  corner_over_centre(tmp_path / n) for n, v in (("flat", 0.0), ("dark", 0.6)))
+    assert dark < 0.85 * flat  # (flat corners are a bit dark too: cells are cut by the edges)
 
 
 @pytest.mark.parametrize("bad", [dict(n_sirnas=10), dict(drop_wells=2), dict(cell_types=0)])

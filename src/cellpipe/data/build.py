@@ -91,7 +91,8 @@ def packed_images(dp: dict, source):
     from cellpipe.data.cache import MEMORY, MemoryImages, PackedImages, pack
 
     # everything that changes the stored pixels: the adapter and its settings, the rescale rule, the size
-    key = (source.name, str(source.root), repr(dp.get("source_params")), repr(dp.get("rescale")), str(dp["cache"]),
+    key = (source.name, str(source.root), repr(dp.get("source_params")), repr(dp.get("rescale")),
+           repr(dp.get("illumination")), str(dp["cache"]),
            int(dp["image_size"]))
     if key not in _PACKED:
         _PACKED[key] = (MemoryImages(dp["image_size"], dp.get("cache_max_gb", 4.0)) if dp["cache"] == MEMORY else

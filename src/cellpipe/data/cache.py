@@ -66,6 +66,9 @@ def cache_rows(source) -> pd.DataFrame:
 def fingerprint(source, rows: pd.DataFrame) -> Tuple[str, List[Tuple[dict, int, str]]]:
     """sha1 over every image file's path, size and mtime, and the (row, site, key) list to pack."""
     digest, items = hashlib.sha1(), []
+    for f in source.pixel_inputs():  # illumination functions change the pixels, not the files
+        st = f.stat()
+        digest.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     for row in rows.to_dict("records"):
         for site in source.sites:
             files = site_files(source, row, site)
@@ -79,7 +82,10 @@ def fingerprint(source, rows: pd.DataFrame) -> Tuple[str, List[Tuple[dict, int, 
 
 
 def cache_dir(root, source, image_size: int) -> Path:
-    tag = hashlib.sha1(f"{source.name}\0{Path(source.root).resolve()}".encode()).hexdigest()[:8]
+    key = f"{source.name}\0{Path(source.root).resolve()}"
+    if source.illumination is not None:  # corrected pixels: a cache of their own
+        key += f"\0{source.illumination.folder.resolve()}"
+    tag = hashlib.sha1(key.encode()).hexdigest()[:8]
     return Path(root) / f"{source.name}-{int(image_size)}px-{tag}"
 
 

@@ -71,10 +71,14 @@ def class_params(rng, n_classes: int, scale: float, signal: float = 1.0) -> dict
     return params
 
 
-def plate_layout(rng, n_sirnas, n_controls, cell_types, train_per_type, test_per_type, drop_wells):
-    """Table of every well: dataset, experiment, cell_type, plate, well, sirna, well_type."""
+def plate_layout(rng, n_sirnas, n_controls, cell_types, train_per_type, test_per_type, drop_wells,
+                 negative_wells: int = 1):
+    """Table of every well: dataset, experiment, cell_type, plate, well, sirna, well_type. The
+    negative control fills ``negative_wells`` wells of every plate (the replicates that profile
+    corrections are fitted on); every other control one."""
     groups = rng.permutation(n_sirnas).reshape(N_GROUPS, -1)
-    controls = np.arange(n_sirnas, n_sirnas + n_controls)
+    controls = np.concatenate([np.arange(n_sirnas, n_sirnas + n_controls - 1),
+                               np.full(negative_wells, n_sirnas + n_controls - 1)])
     rows = []
     for dataset, first, count in (("train", 1, train_per_type), ("test", train_per_type + 1, test_per_type)):
         for ct in cell_type_names(cell_types):
@@ -122,10 +126,20 @@ def batch_effects(rng, df, cell_types, n_classes: int, seed: int, exp_gain: floa
     return effects
 
 
+def vignette_map(rng, image_size: int, strength: float) -> np.ndarray:
+    """A plate's illumination field (H x W, 1 at its brightest): a radial fall-off to 1 - strength at
+    the field's corners, centred slightly off the image centre, as a microscope's optics give."""
+    centre = image_size / 2 + rng.uniform(-0.1, 0.1, 2) * image_size
+    yy, xx = np.mgrid[:image_size, :image_size].astype(np.float64)
+    r2 = ((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) / (2 * (image_size / 2) ** 2)
+    return 1.0 - strength * np.clip(r2, 0, 1)
+
+
 def render_sites(rng, sirnas, params, size_scale, gain, offset, image_size, noise=4.0, background=8.0,
-                 well_factor=None):
+                 well_factor=None, vignette=None):
     """Render one site per entry of ``sirnas`` -> (S, 6, H, W) uint8; all sites share the batch effects;
-    ``well_factor`` (S x 6) scales each site's brightness (the sites of one well share theirs)."""
+    ``well_factor`` (S x 6) scales each site's brightness (the sites of one well share theirs);
+    ``vignette`` (H x W) multiplies the light (cells and background) before the camera's offset."""
     n_sites = len(sirnas)
     max_cells = int(params["count"].max()) + 1
     counts = np.maximum(params["count"][sirnas] + rng.integers(-1, 2, n_sites), 1)
@@ -155,14 +169,18 @@ def render_sites(rng, sirnas, params, size_scale, gain, offset, image_size, nois
     for i, ch in enumerate(rxrx.CHANNELS):
         shape = nucleus if ch in NUCLEAR_CHANNELS else body
         img[:, i] = np.einsum("sk,skp->sp", bright[..., i], shape)
-    img = (img + background) * gain[None, :, None] + offset[None, :, None]
+    img = img + background
+    if vignette is not None:
+        img *= vignette.ravel()[None, None, :]
+    img = img * gain[None, :, None] + offset[None, :, None]
     img += rng.normal(0, noise, img.shape)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8).reshape(n_sites, -1, image_size, image_size)
 
 
-def write_images(out_dir, df, params, effects, seed, image_size, well_noise: float = 0.0):
+def write_images(out_dir, df, params, effects, seed, image_size, well_noise: float = 0.0, vignette: float = 0.0):
     """Render and write every site of every well, one plate at a time. ``well_noise``: lognormal
-    sigma of a per-well, per-channel brightness factor (well-to-well biological variation)."""
+    sigma of a per-well, per-channel brightness factor (well-to-well biological variation);
+    ``vignette``: the corner fall-off of each plate's illumination (drawn in 0.5..1 x vignette)."""
     n_images = 0
     chunk_sites = max(1, CHUNK_CELL_PIXELS // ((int(params["count"].max()) + 1) * image_size ** 2))
     plates = list(df.groupby(["dataset", "experiment", "plate"], sort=True))
@@ -177,6 +195,8 @@ def write_images(out_dir, df, params, effects, seed, image_size, well_noise: flo
             response = effects["type_response"][ct]
             well_rng = np.random.default_rng([seed, 3, plate_idx])  # apart from rng: defaults stay as they were
             factors = {w.well: well_rng.lognormal(0, well_noise, len(rxrx.CHANNELS)) for w in wells.itertuples()}
+            vig_rng = np.random.default_rng([seed, 4, plate_idx])
+            field = vignette_map(vig_rng, image_size, vignette * vig_rng.uniform(0.5, 1.0)) if vignette else None
             for start in range(0, len(jobs), chunk_sites):
                 chunk = jobs[start:start + chunk_sites]
                 sirnas = np.array([w.sirna for w, _ in chunk])
@@ -187,7 +207,7 @@ def write_images(out_dir, df, params, effects, seed, image_size, well_noise: flo
                     if response is not None:
                         factor = factor * response[sirnas]
                 imgs = render_sites(rng, sirnas, params, effects["type_size"][ct], gain, offset, image_size,
-                                    well_factor=factor)
+                                    well_factor=factor, vignette=field)
                 for (w, site), img in zip(chunk, imgs):
                     for i, ch in enumerate(rxrx.CHANNELS):
                         fsutil.write_png(img[i], rxrx.image_path(out_dir, dataset, experiment, plate, w.well, site, ch))
@@ -214,7 +234,8 @@ def write_tables(out_dir, df):
     return len(train), len(test), len(ctrl)
 
 
-def check_args(n_sirnas, n_controls, cell_types, train_per_type, test_per_type, image_size, drop_wells):
+def check_args(n_sirnas, n_controls, cell_types, train_per_type, test_per_type, image_size, drop_wells,
+               negative_wells=1, vignette=0.0):
     if n_sirnas < N_GROUPS or n_sirnas % N_GROUPS:
         raise rxrx.DataError(f"n_sirnas={n_sirnas} must be a positive multiple of {N_GROUPS} (one group per plate)")
     group = n_sirnas // N_GROUPS
@@ -223,9 +244,14 @@ def check_args(n_sirnas, n_controls, cell_types, train_per_type, test_per_type, 
                         ("test_experiments_per_type", test_per_type)):
         if value < 1:
             raise rxrx.DataError(f"{name}={value} must be at least 1")
-    if group + n_controls > len(WELL_NAMES):
-        raise rxrx.DataError(
-            f"a plate needs {group}+{n_controls} wells but has {len(WELL_NAMES)} (n_sirnas={n_sirnas})")
+    if negative_wells < 1:
+        raise rxrx.DataError(f"negative_wells={negative_wells} must be at least 1")
+    if not 0 <= vignette < 1:
+        raise rxrx.DataError(f"vignette={vignette} must be in [0, 1) (the corners' loss of light)")
+    n_wells = group + n_controls - 1 + negative_wells
+    if n_wells > len(WELL_NAMES):
+        raise rxrx.DataError(f"a plate needs {n_wells} wells but has {len(WELL_NAMES)} (n_sirnas={n_sirnas}, "
+                             f"n_controls={n_controls}, negative_wells={negative_wells})")
     if not 0 <= drop_wells < group:
         raise rxrx.DataError(f"drop_wells={drop_wells} must be in 0..{group - 1} (group size {group})")
     if image_size < 16:
@@ -235,7 +261,7 @@ def check_args(n_sirnas, n_controls, cell_types, train_per_type, test_per_type, 
 def main(out_dir="data/demo", kind="rxrx1", n_sirnas=32, n_controls=4, cell_types=4, train_experiments_per_type=3,
          test_experiments_per_type=1, image_size=64, seed=0, pixel_stats=True, drop_wells=1, preset=None,
          signal: float = 1.0, well_noise: float = 0.0, response: float = 0.0, exp_gain: float = 0.25,
-         plate_offset: float = 20.0):
+         plate_offset: float = 20.0, negative_wells: int = 4, vignette: float = 0.3):
     """Write a synthetic data set (RxRx1 Kaggle layout, or another adapter's format); returns a summary dict.
 
     Args:
@@ -245,6 +271,10 @@ def main(out_dir="data/demo", kind="rxrx1", n_sirnas=32, n_controls=4, cell_type
         n_sirnas: treatment siRNA classes 0..n_sirnas-1 (default 32); a multiple of 4.
         n_controls: control siRNAs n_sirnas..n_sirnas+n_controls-1 on every plate (default 4);
             the last one is the negative control.
+        negative_wells: wells of the negative control on every plate (default 4): replicates
+            for profile corrections fitted on controls (src/profile.py).
+        vignette: light lost at the field's corners, per plate drawn in 0.5..1 x this (default 0.3;
+            0 = flat illumination): what src/prep_illumination.py corrects.
         cell_types: number of cell types (default 4: HEPG2, HUVEC, RPE, U2OS, then CT5...).
         train_experiments_per_type: train experiments per cell type (default 3).
         test_experiments_per_type: test experiments per cell type (default 1), numbered after
@@ -288,17 +318,17 @@ def main(out_dir="data/demo", kind="rxrx1", n_sirnas=32, n_controls=4, cell_type
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise rxrx.DataError(f"--{name} must be a number >= 0, got {value!r}")
     check_args(n_sirnas, n_controls, cell_types, train_experiments_per_type, test_experiments_per_type,
-               image_size, drop_wells)
+               image_size, drop_wells, negative_wells, vignette)
     started = time.time()
     out_dir = Path(out_dir)
     if out_dir.is_dir() and any(out_dir.iterdir()):
         log.warning("%s is not empty: files are overwritten, stale ones stay", out_dir)
     rng = np.random.default_rng([seed, 0])
     df = plate_layout(rng, n_sirnas, n_controls, cell_types, train_experiments_per_type,
-                      test_experiments_per_type, drop_wells)
+                      test_experiments_per_type, drop_wells, negative_wells)
     params = class_params(rng, n_sirnas + n_controls, image_size / 64, signal)
     effects = batch_effects(rng, df, cell_types, n_sirnas + n_controls, seed, exp_gain, plate_offset, response)
-    n_images = write_images(out_dir, df, params, effects, seed, image_size, well_noise)
+    n_images = write_images(out_dir, df, params, effects, seed, image_size, well_noise, vignette)
     # CSVs after the images: a listed well always has its files
     n_train, n_test, n_ctrl = write_tables(out_dir, df)
     if pixel_stats:

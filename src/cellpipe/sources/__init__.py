@@ -1,4 +1,5 @@
-"""Input adapters by name (``data_params/source``): rxrx1, rxrx1_2020, manifest, folder, phenix, hpa.
+"""Input adapters by name (``data_params/source``): rxrx1, rxrx1_2020, manifest, folder, phenix, hpa,
+loaddata (CellProfiler LoadData CSV), imagexpress, ome (OME-TIFF / OME-Zarr and other formats through bioio).
 
 Each module registers one Source subclass (every module of the package is imported on first use);
 ``make_source(data_params)`` builds the configured one. A new layout is one module here plus a YAML overlay.
@@ -16,7 +17,12 @@ def make_source(data_params: dict):
     cls = SOURCES.get(data_params.get("source", "rxrx1"))
     params = dict(data_params.get("source_params") or {})
     accepts(cls, params, cls.name)
-    return cls(data_params["root"], rescale=data_params.get("rescale"), **params)
+    source = cls(data_params["root"], rescale=data_params.get("rescale"), **params)
+    if data_params.get("illumination"):
+        from cellpipe.core.illumination import load
+
+        source.illumination = load(data_params["illumination"], source.root)
+    return source
 
 
 def _load_adapters() -> None:

@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
+from cellpipe.core import illumination as illum
 from cellpipe.core.errors import ConfigError, DataError
 from cellpipe.core.images import read_image, to_8bit_units
 from cellpipe.core.tables import read_table
@@ -43,6 +44,8 @@ class Source:
     levels: Dict[str, List[str]] = {"group": ["group"]}
     # True: image_files gives one single-channel file per requested channel; False: one file per sample
     per_channel_files = False
+    # data_params/illumination (set by make_source): flat fields per plate and channel, applied at load
+    illumination: Optional[illum.IlluminationSet] = None
 
     def __init__(self, root, rescale: Optional[dict] = None, **params):
         self.root = Path(root)
@@ -120,21 +123,39 @@ class Source:
         files = files if self.per_channel_files else files[:1]
         return [read_image(f) for f in files], files
 
+    def illumination_functions(self, row, channels: Sequence[int]) -> Optional[List[np.ndarray]]:
+        """The flat field of each of ``channels`` on ``row``'s plate, or None (no correction)."""
+        if self.illumination is None:
+            return None
+        if not self.plate_columns:
+            raise ConfigError(f"data_params/illumination needs plates; source '{self.name}' has none")
+        plate, names = illum.plate_key(row, self.plate_columns), self.channel_names
+        return [self.illumination.function(plate, names[c - 1]) for c in channels]
+
+    def pixel_inputs(self) -> List[Path]:
+        """Files besides the images whose content changes the loaded pixels (a packed cache's fingerprint)."""
+        return self.illumination.inputs() if self.illumination is not None else []
+
     def load_planes(self, row, site: int, channels: Sequence[int]) -> List[np.ndarray]:
         """The same as ``load``, one H x W plane per channel (what the loader normalises plane by
         plane; 8-bit files of one channel each come back as decoded, without a copy)."""
         arrays, files = self.read_arrays(row, site, channels)
+        flat = self.illumination_functions(row, channels)
         if not self.per_channel_files:
             img = arrays[0]
             if img.shape[-1] != self.n_channels:
                 raise DataError(f"{files[0]} has {img.shape[-1]} channel(s); {self.describe()} "
                                 f"declares {self.n_channels} ({', '.join(self.channel_names)})")
             img = img[..., [c - 1 for c in channels]]
+            if flat is not None:
+                img = np.stack([illum.correct(img[..., i], f, files[0]) for i, f in enumerate(flat)], axis=-1)
         else:
             planes = arrays
             for f, p in zip(files, planes):
                 if p.shape[-1] != 1:
                     raise DataError(f"{f} has {p.shape[-1]} channels; one file per channel needs single-channel files")
+            if flat is not None:
+                planes = [illum.correct(p[..., 0], f, name)[..., None] for p, f, name in zip(planes, flat, files)]
             shapes = {p.shape[:2] for p in planes}
             if len(shapes) != 1:
                 raise DataError(f"channels of sample {row['id']} site {site} differ in size: {sorted(shapes)} "
@@ -224,6 +245,41 @@ def map_split_values(values: pd.Series, mapping: Dict[str, str], where: str) -> 
     out = key.map(mapping)
     if out.isna().any():
         raise DataError(f"{where}: unknown split value {key[out.isna()].iloc[0]!r}; known: {sorted(mapping)}")
+    return out
+
+
+PLATE_MAP_WELL = ("well", "Metadata_Well", "well_position", "Metadata_well_position")
+PLATE_MAP_PLATE = ("plate", "Metadata_Plate")
+SPLIT_SPELLING = {"train": "train", "training": "train", "valid": "valid", "val": "valid", "validation": "valid",
+                  "test": "test", "TRAIN": "train", "VAL": "valid", "TEST": "test"}
+
+
+def join_plate_map(table: pd.DataFrame, path: Path, label_column: str = "label") -> pd.DataFrame:
+    """Labels (and any other column) of a plate map joined onto a table of wells (``plate``, ``well``):
+    on plate and well when the map has a plate column, else on the well (one layout for every plate).
+    Wells the map lacks stay unlabelled; a ``split`` column is mapped to train/valid/test."""
+    pm = read_table(path)
+    well = next((c for c in PLATE_MAP_WELL if c in pm.columns), None)
+    if well is None:
+        raise DataError(f"{path} has no well column (one of {list(PLATE_MAP_WELL)}); it has {list(pm.columns)}")
+    if label_column not in pm.columns:
+        raise DataError(f"{path} has no label column '{label_column}'; it has {list(pm.columns)}")
+    plate = next((c for c in PLATE_MAP_PLATE if c in pm.columns), None)
+    keys = ["well"] + (["plate"] if plate else [])
+    pm = pm.rename(columns={well: "well", **({plate: "plate"} if plate else {}), label_column: "label"})
+    pm["well"] = pm["well"].astype(str)
+    if plate:
+        pm["plate"] = pm["plate"].astype(str)
+    dup = pm.duplicated(keys)
+    if dup.any():
+        raise DataError(f"{path}: {dict(pm.loc[dup, keys].iloc[0])} is listed twice")
+    if "split" in pm.columns:
+        pm["split"] = map_split_values(pm["split"], SPLIT_SPELLING, f"{path} column 'split'")
+    table = table.drop(columns=[c for c in ("label", "split") if c in table.columns and c in pm.columns])
+    pm = pm[[c for c in pm.columns if c in keys or c not in table.columns]]
+    out = table.merge(pm, on=keys, how="left")
+    if "split" in out.columns:
+        out["split"] = out["split"].where(out["split"].notna(), np.where(out["label"].notna(), "train", "test"))
     return out
 
 

@@ -200,6 +200,13 @@ class Rxrx1Source(RxrxPlates):
         df = pd.concat(parts, ignore_index=True)
         return _finish(df.assign(label=df["sirna"]), f"{self.root}/*_controls.csv").assign(split="train")
 
+    @staticmethod
+    def negative_controls(table: pd.DataFrame) -> pd.Series:
+        """The untreated wells (well_type negative_control in *_controls.csv): what profile corrections fit on."""
+        if "well_type" not in table.columns:
+            return pd.Series(False, index=table.index)
+        return table["well_type"].astype(str) == "negative_control"
+
     def image_files(self, row, site: int, channels: Sequence[int]):
         return [image_path(self.root, row["dataset"], row["experiment"], row["plate"], row["well"], site, c)
                 for c in channels]

@@ -18,12 +18,15 @@ View = Callable[[torch.Tensor], torch.Tensor]
 @torch.inference_mode()
 def predict_logits(model, dataset, batch_size: int, num_workers: int = 0, device=None,
                    views: Optional[Sequence[View]] = None, reduce: str = "mean",
-                   desc: Optional[str] = "predict") -> np.ndarray:
+                   desc: Optional[str] = "predict", features: bool = False, per_site: bool = False) -> np.ndarray:
     """Logits for every row: each view (TTA) of each site, combined over views by ``reduce``
-    (mean | max) and averaged over the sites; ``desc`` labels the progress bar (None: no bar)."""
+    (mean | max) and averaged over the sites; ``desc`` labels the progress bar (None: no bar).
+    ``features``: the penultimate layer (the encoder's pooled features) instead of the logits;
+    ``per_site``: rows x sites x outputs, the sites not averaged."""
     device = device or next(model.parameters()).device
+    width = model.encoder.num_features if features else model.num_classes
     if len(dataset) == 0:
-        return np.zeros((0, model.num_classes), np.float32)
+        return np.zeros((0, len(dataset.sites), width) if per_site else (0, width), np.float32)
     views = list(views or [lambda x: x])
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
@@ -39,10 +42,12 @@ def predict_logits(model, dataset, batch_size: int, num_workers: int = 0, device
         per_view = []
         for view in views:
             with torch.autocast(device.type, enabled=use_amp):
-                per_view.append(call_model(model, view(flat), context).float())
+                y = model.features(view(flat), context) if features else call_model(model, view(flat), context)
+                per_view.append(y.float())
         stacked = torch.stack(per_view)
         combined = stacked.max(dim=0).values if reduce == "max" else stacked.mean(dim=0)
-        out.append(combined.view(b, s, -1).mean(dim=1).cpu())
+        combined = combined.view(b, s, -1)
+        out.append((combined if per_site else combined.mean(dim=1)).cpu())
     return torch.cat(out).numpy().astype(np.float32)
 
 

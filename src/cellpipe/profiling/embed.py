@@ -1,0 +1,196 @@
+"""Embeddings of a finished run over a whole screen, one plate at a time.
+
+Each site's penultimate-layer features (the encoder's pooled output; every TTA view averaged)
+with its metadata is written as ``{out}/sites/{plate}.parquet``; the sites of a well are
+averaged into ``{out}/wells.parquet`` (pycytominer's aggregate) and the wells of a treatment
+into ``{out}/treatments.parquet``. Columns follow the profiling convention: ``Metadata_*`` for
+metadata, ``emb_NNNN`` for features. Only one plate's images and embeddings are in memory at a
+time (plus the well means: wells x features float32), so the peak grows with the largest plate,
+not with the screen.
+"""
+import logging
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cellpipe.core import fsutil
+from cellpipe.core.errors import DataError
+from cellpipe.core.illumination import plate_key
+from cellpipe.data.build import make_eval_dataset
+from cellpipe.data.normalize import make_normalizer
+from cellpipe.inference.predict import _data_params, load_run, resolve_device, tta_settings
+from cellpipe.sources import make_source
+from cellpipe.training.evaluate import predict_logits
+
+log = logging.getLogger(__name__)
+SITES_DIR, WELLS, TREATMENTS = "sites", "wells.parquet", "treatments.parquet"
+FEATURE_PREFIX = "emb_"
+# the columns every profile table has (the source's own columns follow, Metadata_-prefixed)
+PLATE, WELL, SITE, SAMPLE = "Metadata_Plate", "Metadata_Well", "Metadata_Site", "Metadata_id"
+LABEL, BATCH, CONTROL = "Metadata_label", "Metadata_group", "Metadata_control"
+
+
+def feature_columns(df: pd.DataFrame) -> List[str]:
+    return [c for c in df.columns if c.startswith(FEATURE_PREFIX)]
+
+
+def meta_columns(df: pd.DataFrame) -> List[str]:
+    return [c for c in df.columns if c.startswith("Metadata_")]
+
+
+def metadata(table: pd.DataFrame, source, controls: pd.Series) -> pd.DataFrame:
+    """The sample table as Metadata_* columns: plate (the plate key), well, id, label, group, control."""
+    well_col = source.well_column
+    out = pd.DataFrame({
+        PLATE: table.apply(lambda r: plate_key(r, source.plate_columns), axis=1) if len(table) else [],
+        WELL: table[well_col].astype(str).to_numpy() if well_col else table["id"].to_numpy(),
+        SAMPLE: table["id"].to_numpy(), LABEL: table["label"].to_numpy(),
+        BATCH: table["group"].astype(str).to_numpy(), CONTROL: controls.to_numpy(bool)})
+    for c in table.columns:  # the rest of the source's columns, for the user's own grouping
+        name = c if c.startswith("Metadata_") else f"Metadata_{c}"
+        if name not in out.columns and c not in ("id", "label", "group"):
+            out[name] = table[c].astype(str).to_numpy()
+    return out
+
+
+def control_mask(table: pd.DataFrame, source, control_label=None, control_query: Optional[str] = None) -> pd.Series:
+    """Which samples are the negative controls the corrections are fitted on: a label value, a
+    pandas query over the sample table, or the source's own rule (RxRx1: well_type negative_control)."""
+    if control_query:
+        try:
+            hit = table.eval(control_query)
+        except Exception as e:  # pandas raises many types for a bad expression
+            raise DataError(f"--control_query {control_query!r}: {type(e).__name__}: {e}") from None
+        return pd.Series(np.asarray(hit, bool), index=table.index)
+    if control_label is not None:
+        return table["label"].astype(str) == str(control_label)
+    rule = getattr(source, "negative_controls", None)
+    if rule is None:
+        raise DataError(f"source '{source.name}' does not mark its control wells: pass --control_label "
+                        f"(e.g. DMSO) or --control_query")
+    return rule(table)
+
+
+def profile_rows(source) -> pd.DataFrame:
+    """Every sample of the screen, control wells included (RxRx1's live in their own tables)."""
+    from cellpipe.data.cache import cache_rows
+
+    rows = cache_rows(source)
+    return rows.drop_duplicates("id").reset_index(drop=True)
+
+
+def export(model: str, out_dir, data_root=None, tta: Optional[str] = None, batch_size: int = 32, num_workers: int = 0,
+           device: str = "auto", control_label=None, control_query: Optional[str] = None, aggregate: str = "mean",
+           illumination: Optional[str] = None, overwrite: bool = False) -> dict:
+    """Site, well and treatment profiles of every sample the run's source (at ``data_root``) holds."""
+    from pycytominer import aggregate as pcm_aggregate
+
+    from cellpipe.inference.predictor import run_dirs
+
+    runs = run_dirs([model])
+    if len(runs) != 1:
+        raise DataError(f"--model {model}: profiles come from one run; it holds {len(runs)} "
+                        f"({', '.join(str(r) for r in runs[:3])}...)")
+    run_dir, out_dir = runs[0], Path(out_dir)
+    if (out_dir / WELLS).exists() and not overwrite:
+        raise DataError(f"{out_dir} already holds profiles; pass --overwrite to replace them")
+    if aggregate not in ("mean", "median"):
+        raise DataError(f"--aggregate must be mean or median, got {aggregate!r}")
+    device = resolve_device(device)
+    net, cfg, labels, payload = load_run(run_dir, device, check_folder=False)
+    views = tta_settings(cfg, tta)
+    dp = _data_params(cfg, data_root, None, None)
+    if illumination is not None:
+        dp["illumination"] = illumination or None
+    source = make_source(dp)
+    dp["valid_sites"] = list(source.sites)
+    rows = profile_rows(source)
+    controls = control_mask(rows, source, control_label, control_query)
+    meta = metadata(rows, source, controls)
+    from cellpipe.data.tta import tta_views
+
+    wells, n_sites, peak, total = [], 0, 0, 0
+    with fsutil.staged_dir(out_dir) as staged:
+        for plate, idx in meta.groupby(PLATE, sort=True).groups.items():
+            table = rows.loc[idx].reset_index(drop=True)
+            normalizer = make_normalizer(dp, source, [table], state=payload.get("normalization"), workers=0)
+            ds = make_eval_dataset(dp, source, table.assign(label=None), labels, normalizer, f"plate {plate}")
+            emb = predict_logits(net, ds, batch_size=batch_size, num_workers=num_workers, device=device,
+                                 views=tta_views(views["tta"], views["crop"]), reduce=views["reduce"],
+                                 desc=f"profile {plate}", features=True, per_site=True)
+            names = [f"{FEATURE_PREFIX}{i:04d}" for i in range(emb.shape[-1])]
+            site_meta = meta.loc[idx].reset_index(drop=True)
+            sites = pd.concat([site_meta.loc[site_meta.index.repeat(len(ds.sites))].reset_index(drop=True),
+                               pd.DataFrame({SITE: np.tile(ds.sites, len(table))})], axis=1)
+            site_df = pd.concat([sites, pd.DataFrame(emb.reshape(-1, emb.shape[-1]), columns=names)], axis=1)
+            write_parquet(site_df, staged / SITES_DIR / f"{folder(plate)}.parquet")
+            wells.append(pcm_aggregate(site_df, strata=[PLATE, WELL], features=names, operation=aggregate)
+                         .merge(site_meta, on=[PLATE, WELL], how="left"))
+            n_sites += len(site_df)
+            size = int(emb.nbytes + site_df.memory_usage(deep=True).sum())
+            peak, total = max(peak, size), total + size
+            del emb, site_df, ds
+        wells = order(pd.concat(wells, ignore_index=True))
+        write_parquet(wells, staged / WELLS)
+        treatments = aggregate_treatments(wells, aggregate)
+        write_parquet(treatments, staged / TREATMENTS)
+        summary = {"run": str(run_dir), "source": dp["source"], "root": dp["root"], "plates": int(wells[PLATE].nunique()),
+                   "wells": len(wells), "sites": n_sites, "features": len(feature_columns(wells)),
+                   "controls": int(wells[CONTROL].sum()), "tta": views["tta"], "aggregate": aggregate,
+                   "largest_plate_bytes": peak, "all_plates_bytes": total,
+                   "peak_rss_mb": round(peak_rss_mb(), 1),
+                   "illumination": dp.get("illumination")}
+        fsutil.write_text(pd.Series(summary).to_json(indent=2), staged / "profile.json")
+    torch.cuda.empty_cache() if device.type == "cuda" else None
+    log.info("profiles: %s", summary)
+    return summary
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def order(df: pd.DataFrame) -> pd.DataFrame:
+    """Metadata first, then the features."""
+    return df[meta_columns(df) + feature_columns(df)]
+
+
+def aggregate_treatments(wells: pd.DataFrame, operation: str = "mean") -> pd.DataFrame:
+    """Labelled wells -> one profile per treatment (label); control and well counts kept."""
+    from pycytominer import aggregate as pcm_aggregate
+
+    labelled = wells[wells[LABEL].notna()]
+    if labelled.empty:
+        return pd.DataFrame(columns=[LABEL, "Metadata_wells", CONTROL])
+    out = pcm_aggregate(labelled, strata=[LABEL], features=feature_columns(labelled), operation=operation)
+    counts = labelled.groupby(LABEL).agg(Metadata_wells=(WELL, "size"), Metadata_control=(CONTROL, "any"))
+    return order(out.merge(counts.reset_index(), on=LABEL))
+
+
+def folder(plate: str) -> str:
+    from cellpipe.prep.illumination import folder_name
+
+    return folder_name(plate)
+
+
+def write_parquet(df: pd.DataFrame, path: Path) -> Path:
+    path = Path(path)
+    with fsutil.atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+    return path
+
+
+def read_profiles(path) -> pd.DataFrame:
+    """A profile table (parquet or CSV) with at least one feature and the plate/well/label metadata."""
+    from cellpipe.core.tables import read_table
+
+    df = read_table(path, [PLATE, WELL, LABEL, CONTROL])
+    if not feature_columns(df):
+        raise DataError(f"{path} has no {FEATURE_PREFIX}* feature columns")
+    return df

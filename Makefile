@@ -17,7 +17,7 @@ CONTAINER ?= kaggle-cell
 DATA_DIR ?= /data
 OUT_DIR ?= $(CURDIR)/logs
 
-.PHONY: help install system serve docker-serve demo bench-accuracy bench-accuracy-kinds bench-resume demo-manifest demo-folder demo-phenix demo-rxrx1_2020 demo-hpa demo-moths test test-fast lint bench clean run exec stop docker-build
+.PHONY: help install system serve docker-serve demo demo-profile bench-accuracy bench-accuracy-kinds bench-resume demo-manifest demo-folder demo-phenix demo-rxrx1_2020 demo-hpa demo-moths test test-fast lint bench clean run exec stop docker-build
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ serve: install  ## serve a model package over HTTP: make serve MODEL=/models/pkg
 
 demo: install  ## run the pipeline on generated demo data (DEMO_DIR=demo_out)
 	PYTHON=$(PY) DEMO_DIR=$(DEMO_DIR) bash bin/demo.sh
+
+demo-profile: install  ## profiles on generated screening plates: illumination, train, embed, correct, mAP table (~3 min)
+	PYTHON=$(PY) DEMO_DIR=$(DEMO_DIR) bash bin/demo_profile.sh
 
 demo-manifest demo-folder demo-phenix demo-rxrx1_2020 demo-hpa demo-moths: install  ## one adapter's demo: generate, train, predict (demo_out/<kind>)
 	PYTHON=$(PY) DEMO_DIR=$(DEMO_DIR) KIND=$(@:demo-%=%) bash bin/demo_classify.sh

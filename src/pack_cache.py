@@ -15,7 +15,7 @@ from cellpipe.sources import make_source
 def main(root: str, cache_dir: str, image_size: int, source: str = "rxrx1", source_params=None,
          force: bool = False) -> str:
     """Pack (or refresh) the cache of ``source`` at ``root`` for ``image_size``; prints its folder."""
-    src = make_source({"source": source, "root": root, "source_params": source_params or {}})
+    src = make_source({"source": source, "root": root, "source_params": cli.mapping(source_params, "source_params") or {}})
     return str(pack(src, cache_dir, image_size, force=force))
 
 

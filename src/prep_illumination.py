@@ -33,7 +33,8 @@ def main(root: str, out_dir: str, source: str = "rxrx1", source_params=None, sit
         floor_percentile: values below this percentile of the function are raised to it (default 2).
         overwrite: replace an existing OUT_DIR.
     """
-    src = make_source({"source": source, "root": root, "source_params": source_params or {}})
+    src = make_source({"source": source, "root": root,
+                       "source_params": cli.mapping(source_params, "source_params") or {}})
     manifest = illumination.compute(src, out_dir, sites=sites, method=method, degree=degree,
                                     work_size=work_size, window=window, sigma=sigma,
                                     floor_percentile=floor_percentile, overwrite=overwrite)

@@ -30,7 +30,7 @@ def main(model: str, out_dir: str, data_root: str = None, corrections: str = "ce
          transforms: str = None, control_label: str = None, control_query: str = None, aggregate: str = "mean",
          tta: str = None, batch_size: int = 32, num_workers: int = 0, device: str = "auto", illumination: str = None,
          evaluate: bool = True, null_size: int = 1000, seed: int = 0, n_components: int = None, shrink: float = 0.5,
-         overwrite: bool = False) -> None:
+         source: str = None, source_params=None, rescale=None, overwrite: bool = False) -> None:
     """Write OUT_DIR/sites/<plate>.parquet, wells.parquet, treatments.parquet, corrected/, transforms/,
     evaluation.csv and evaluation.png.
 
@@ -52,6 +52,10 @@ def main(model: str, out_dir: str, data_root: str = None, corrections: str = "ce
         num_workers: loader processes (default 0).
         device: auto (default), cpu or cuda.
         illumination: a data_params/illumination folder for these images (default: the run's setting).
+        source: read DATA_ROOT with another adapter than the run's (e.g. cells, loaddata); the run's
+            channels must exist there.
+        source_params: that adapter's settings (YAML flow mapping).
+        rescale: the rule for deeper-than-8-bit images (default: the run's).
         evaluate: write evaluation.csv / .png and print the table (default True).
         null_size: copairs' permutations per p-value (default 1000).
         seed: seed of the permutations and the logistic model (default 0).
@@ -63,7 +67,9 @@ def main(model: str, out_dir: str, data_root: str = None, corrections: str = "ce
                            control_label=control_label, control_query=control_query, aggregate=aggregate, tta=tta,
                            batch_size=batch_size, num_workers=num_workers, device=device,
                            illumination=illumination, evaluate_profiles=evaluate, null_size=null_size, seed=seed,
-                           n_components=n_components, shrink=shrink, overwrite=overwrite)
+                           n_components=n_components, shrink=shrink, source=source,
+                           source_params=cli.mapping(source_params, "source_params"),
+                           rescale=cli.mapping(rescale, "rescale"), overwrite=overwrite)
     print(f"profiles of {summary['wells']} wells ({summary['sites']} sites, {summary['plates']} plates, "
           f"{summary['features']} features, {summary['controls']} control wells) in {out_dir}")
 

@@ -140,3 +140,25 @@ def slurm(tmp_path_factory):
     cluster = cluster_or_skip(tmp_path_factory)
     yield cluster
     cluster.stop()
+
+
+# ------------------------------------------------------------- the real Phenix site as a LoadData CSV
+REAL = REPO.parent / "shared" / "data" / "cellpainting-6ch"
+# the site's channels in Phenix order (ch1 brightfield, ch5 DNA: the data's README)
+REAL_NAMES = ["Brightfield", "ER", "AGP", "Mito", "DNA", "RNA"]
+
+
+def write_load_data(path: Path, illum_dir=None, **extra) -> Path:
+    row = {"Metadata_Plate": "BR00117010", "Metadata_Well": "C03", "Metadata_Site": 3, "Metadata_Source": "phenix",
+           **extra}
+    for i, name in enumerate(REAL_NAMES, 1):
+        row[f"FileName_Orig{name}"] = f"r03c03f03p01-ch{i}sk1fk1fl1.tiff"
+        row[f"PathName_Orig{name}"] = str(REAL)
+        if illum_dir is not None:
+            row[f"FileName_Illum{name}"] = f"{name}.npy"
+            row[f"PathName_Illum{name}"] = str(illum_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([row]).to_csv(path, index=False)
+    return path
+
+

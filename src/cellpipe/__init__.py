@@ -2,7 +2,9 @@
 
 Layers, each importing only the ones below it:
 
+    serve, tune               the model service (FastAPI); hyperparameter studies (Optuna)
     engine                    a grid of commands on local processes or Slurm (submitit)
+    profiling                 embeddings of a screen, corrections on controls, mAP / accuracy
     prep, reports, demo       data preparation tools, pictures and tables, generated data sets
     postprocess, rxrx         prediction-tree collection, blending, submissions; RxRx1 plates
     inference                 predict a finished run (sites, TTA views, AdaBN)

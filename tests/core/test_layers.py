@@ -7,7 +7,7 @@ import cellpipe
 PACKAGE = Path(cellpipe.__file__).parent
 # bottom first; a layer may import itself and everything before it
 ORDER = ["core", "sources", "tasks", "data", "models", "training", "inference", "postprocess", "rxrx",
-         "prep", "reports", "demo", "engine", "tune", "serve"]
+         "prep", "reports", "demo", "profiling", "engine", "tune", "serve"]
 SAME_LEVEL = [{"postprocess", "rxrx"}, {"prep", "reports", "demo"}]
 
 

@@ -20,9 +20,9 @@ def dp(root, source, **kw):
 
 
 def test_registry_lists_every_adapter():
-    assert source_names() == ["folder", "hpa", "imagexpress", "loaddata", "manifest", "ome", "phenix", "rxrx1",
+    assert source_names() == ["cells", "folder", "hpa", "imagexpress", "loaddata", "manifest", "ome", "phenix", "rxrx1",
                               "rxrx1_2020"]
-    with pytest.raises(UnknownName, match="known: folder, hpa, imagexpress, loaddata, manifest, ome, phenix, rxrx1"):
+    with pytest.raises(UnknownName, match="known: cells, folder, hpa, imagexpress, loaddata, manifest, ome, phenix, rxrx1"):
         make_source(dp("/x", "parquet"))
 
 

@@ -87,3 +87,19 @@ def run(component, argv=None) -> None:
         fire.Fire(_checked(component), command=argv)
     except USER_ERRORS as e:
         fail(e)
+
+
+def mapping(value, flag: str):
+    """A flag that takes a mapping (``--source_params "{csv: load_data.csv}"``): a dict as given, or
+    YAML / JSON flow text; None stays None."""
+    if value is None or isinstance(value, dict):
+        return value
+    import yaml
+
+    try:
+        parsed = yaml.safe_load(str(value))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--{flag}: cannot parse {value!r}: {e}") from None
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"--{flag} must be a mapping such as \"{{key: value}}\", got {value!r}")
+    return parsed

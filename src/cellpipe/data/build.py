@@ -161,7 +161,7 @@ def prepare_training(cfg: dict, workers: int = 4) -> Prepared:
                           f"{labels.describe_outputs()} "
                           f"({', '.join(labels.classes[:8])}...); "
                           f"set it to auto")
-    where = f"{source.describe()} train split"
+    where = f"{source.describe()} train split" + (f" ({dp['train_csv']})" if dp.get("train_csv") else "")
     if dp.get("check_files", True):
         # every file first, so that a missing one is named before a channel-count mismatch
         verify_files(train, source, dp["channels"], dp["train_sites"], where)

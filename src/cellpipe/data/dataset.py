@@ -45,6 +45,7 @@ class SampleDataset(Dataset):
         self.train = train
         self.context = context
         self.cache = cache  # data.cache.PackedImages or None
+        self.where = where  # for messages: the split and its fold file
         self.context_codes = context_codes(self.table, *context, where) if context else None
 
     def __len__(self):

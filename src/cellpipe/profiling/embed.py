@@ -84,8 +84,10 @@ def profile_rows(source) -> pd.DataFrame:
 
 def export(model: str, out_dir, data_root=None, tta: Optional[str] = None, batch_size: int = 32, num_workers: int = 0,
            device: str = "auto", control_label=None, control_query: Optional[str] = None, aggregate: str = "mean",
-           illumination: Optional[str] = None, overwrite: bool = False) -> dict:
-    """Site, well and treatment profiles of every sample the run's source (at ``data_root``) holds."""
+           illumination: Optional[str] = None, source: Optional[str] = None, source_params: Optional[dict] = None,
+           rescale: Optional[dict] = None, overwrite: bool = False) -> dict:
+    """Site, well and treatment profiles of every sample the run's source (at ``data_root``) holds;
+    ``source`` (+ ``source_params``, ``rescale``) reads another layout with the run's channels."""
     from pycytominer import aggregate as pcm_aggregate
 
     from cellpipe.inference.predictor import run_dirs
@@ -105,7 +107,12 @@ def export(model: str, out_dir, data_root=None, tta: Optional[str] = None, batch
     dp = _data_params(cfg, data_root, None, None)
     if illumination is not None:
         dp["illumination"] = illumination or None
+    if source is not None:
+        dp.update(source=source, source_params=dict(source_params or {}))
+    if rescale is not None:
+        dp["rescale"] = rescale
     source = make_source(dp)
+    dp["channels"] = source.check_channels(dp["channels"])  # the run's channels must exist in these images
     dp["valid_sites"] = list(source.sites)
     rows = profile_rows(source)
     controls = control_mask(rows, source, control_label, control_query)
@@ -128,7 +135,7 @@ def export(model: str, out_dir, data_root=None, tta: Optional[str] = None, batch
             site_df = pd.concat([sites, pd.DataFrame(emb.reshape(-1, emb.shape[-1]), columns=names)], axis=1)
             write_parquet(site_df, staged / SITES_DIR / f"{folder(plate)}.parquet")
             wells.append(pcm_aggregate(site_df, strata=[PLATE, WELL], features=names, operation=aggregate)
-                         .merge(site_meta, on=[PLATE, WELL], how="left"))
+                         .merge(well_metadata(site_meta), on=[PLATE, WELL], how="left"))
             n_sites += len(site_df)
             size = int(emb.nbytes + site_df.memory_usage(deep=True).sum())
             peak, total = max(peak, size), total + size
@@ -147,6 +154,18 @@ def export(model: str, out_dir, data_root=None, tta: Optional[str] = None, batch
     torch.cuda.empty_cache() if device.type == "cuda" else None
     log.info("profiles: %s", summary)
     return summary
+
+
+def well_metadata(meta: pd.DataFrame) -> pd.DataFrame:
+    """One row per (plate, well): the metadata columns that are constant within every well (a well's
+    samples are its cells when the source is ``cells``: their ids and positions differ, drop them)."""
+    groups = meta.groupby([PLATE, WELL], sort=False)
+    constant = [c for c in meta.columns if c in (PLATE, WELL) or bool((groups[c].nunique(dropna=False) <= 1).all())]
+    out = groups[constant].first() if len(constant) > 2 else groups.size().to_frame("n")[[]]
+    out = out.drop(columns=[c for c in (PLATE, WELL) if c in out.columns]).reset_index()
+    if CONTROL not in out.columns:  # a well of control and non-control cells cannot happen; be explicit
+        out[CONTROL] = groups[CONTROL].any().to_numpy()
+    return out
 
 
 def peak_rss_mb() -> float:

@@ -64,14 +64,14 @@ def correct_and_evaluate(out_dir, corrections: Sequence[str], transforms: Option
 def run(model: str, out_dir, data_root=None, corrections="center_scale,pca_whiten,tvn", transforms=None,
         control_label=None, control_query=None, aggregate="mean", tta=None, batch_size=32, num_workers=0,
         device="auto", illumination=None, evaluate_profiles=True, null_size=1000, seed=0, n_components=None,
-        shrink=0.5, overwrite=False) -> dict:
+        shrink=0.5, source=None, source_params=None, rescale=None, overwrite=False) -> dict:
     methods = parse_methods(corrections)
     if transforms and not Path(transforms).is_dir():
         raise DataError(f"--transforms {transforms}: not a folder of saved corrections")
     summary = embed.export(model, out_dir, data_root=data_root, tta=tta, batch_size=batch_size,
                            num_workers=num_workers, device=device, control_label=control_label,
                            control_query=control_query, aggregate=aggregate, illumination=illumination,
-                           overwrite=overwrite)
+                           source=source, source_params=source_params, rescale=rescale, overwrite=overwrite)
     table = correct_and_evaluate(out_dir, methods, transforms, aggregate, evaluate_profiles, null_size, seed,
                                  n_components, shrink)
     summary["evaluation"] = table.to_dict("records")

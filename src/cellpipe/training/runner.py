@@ -121,7 +121,7 @@ def make_loaders(cfg, prepared: Prepared) -> "OrderedDict[str, DataLoader]":
     train_batches = SeededBatches(batches, rank, world)
     if len(train_batches) == 0:
         per = f" for each of {world} processes" if world > 1 else ""
-        raise DataError(f"{prepared.source.describe()} train split: {len(prepared.train)} sample(s) make no training "
+        raise DataError(f"{prepared.train.where}: {len(prepared.train)} sample(s) make no training "
                         f"batch{per} of data_params/batch_size={dp['batch_size']} (drop_last={dp['drop_last']})")
     valid_shard = ShardSampler(len(prepared.valid), rank, world) if world > 1 else None
     return OrderedDict(

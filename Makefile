@@ -17,7 +17,7 @@ CONTAINER ?= kaggle-cell
 DATA_DIR ?= /data
 OUT_DIR ?= $(CURDIR)/logs
 
-.PHONY: help install system serve docker-serve demo demo-profile bench-accuracy bench-accuracy-kinds bench-resume demo-manifest demo-folder demo-phenix demo-rxrx1_2020 demo-hpa demo-moths test test-fast lint bench clean run exec stop docker-build
+.PHONY: help install system serve docker-serve demo demo-profile bench-accuracy bench-accuracy-kinds bench-resume bench-profile demo-manifest demo-folder demo-phenix demo-rxrx1_2020 demo-hpa demo-moths test test-fast lint bench clean run exec stop docker-build
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ lint: install  ## static checks: ruff (pyflakes, bugbear, import order), shellch
 
 bench: install  ## speed figures as ratios to their targets: loader, cache, Catalyst loop, predict-all, ensemble (~6 min)
 	$(PY) bench/bench_speed.py
+
+bench-profile: install  ## peak memory of a profile export against the number of plates (streams plates)
+	$(PY) bench/bench_profile.py
 
 bench-resume: install  ## time lost to a kill mid-stage: resume from the last epoch vs restart the stage
 	$(PY) bench/bench_resume.py

@@ -34,7 +34,8 @@ def parse_methods(corrections) -> list:
 
 def correct_and_evaluate(out_dir, corrections: Sequence[str], transforms: Optional[str] = None,
                          aggregate: str = "mean", evaluate_profiles: bool = True, null_size: int = 1000,
-                         seed: int = 0, n_components: Optional[int] = None, shrink: float = 0.5) -> pd.DataFrame:
+                         seed: int = 0, n_components: Optional[int] = None, shrink: float = 0.5,
+                         min_std_ratio: float = 0.5) -> pd.DataFrame:
     """Correct ``{out}/wells.parquet`` by each method (fitted here, or loaded from ``transforms``),
     write the corrected wells and treatments, and the evaluation table and plot."""
     out_dir = Path(out_dir)
@@ -44,7 +45,7 @@ def correct_and_evaluate(out_dir, corrections: Sequence[str], transforms: Option
         if transforms:
             c = Correction.load(transforms, method)
         else:
-            c = Correction(method, n_components=n_components, shrink=shrink).fit(wells)
+            c = Correction(method, n_components=n_components, shrink=shrink, min_std_ratio=min_std_ratio).fit(wells)
             c.save(out_dir / TRANSFORMS)
         fixed = c.apply(wells)
         folder = out_dir / CORRECTED / method
@@ -64,7 +65,7 @@ def correct_and_evaluate(out_dir, corrections: Sequence[str], transforms: Option
 def run(model: str, out_dir, data_root=None, corrections="center_scale,pca_whiten,tvn", transforms=None,
         control_label=None, control_query=None, aggregate="mean", tta=None, batch_size=32, num_workers=0,
         device="auto", illumination=None, evaluate_profiles=True, null_size=1000, seed=0, n_components=None,
-        shrink=0.5, source=None, source_params=None, rescale=None, overwrite=False) -> dict:
+        shrink=0.5, min_std_ratio=0.5, source=None, source_params=None, rescale=None, overwrite=False) -> dict:
     methods = parse_methods(corrections)
     if transforms and not Path(transforms).is_dir():
         raise DataError(f"--transforms {transforms}: not a folder of saved corrections")
@@ -73,6 +74,6 @@ def run(model: str, out_dir, data_root=None, corrections="center_scale,pca_white
                            control_query=control_query, aggregate=aggregate, illumination=illumination,
                            source=source, source_params=source_params, rescale=rescale, overwrite=overwrite)
     table = correct_and_evaluate(out_dir, methods, transforms, aggregate, evaluate_profiles, null_size, seed,
-                                 n_components, shrink)
+                                 n_components, shrink, min_std_ratio)
     summary["evaluation"] = table.to_dict("records")
     return summary

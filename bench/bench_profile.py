@@ -1,6 +1,6 @@
 """Peak memory of a profile export against the size of the screen (the export streams plates).
 
-    make bench-profile     # python bench/bench_profile.py [--image_size 128] [--n_sirnas 64] [--experiments 1,7]
+    make bench-profile     # python bench/bench_profile.py [--image_size 128] [--n_sirnas 64] [--experiments 3,12]
 
 Generates demo screens that differ only in their number of experiments (4 plates each, plus one
 test experiment), makes one untrained run of them (the model's weights do not change what is
@@ -33,7 +33,7 @@ def screen(out: Path, experiments: int, image_size: int, n_sirnas: int) -> Path:
     return data
 
 
-def main(out_dir: str = "bench_out/profile", image_size: int = 128, n_sirnas: int = 64, experiments="1,7",
+def main(out_dir: str = "bench_out/profile", image_size: int = 128, n_sirnas: int = 64, experiments="3,12",
          model_name: str = "resnet18", batch_size: int = 32, target: float = 1.1):
     from conftest import untrained_run
 

@@ -55,6 +55,10 @@ def test_corrections_write_transforms_and_the_table(exported):
     assert table["correction"].tolist() == ["none", "center_scale", "pca_whiten", "tvn"]
     assert table[["map_activity", "map_consistency"]].apply(lambda c: c.between(0, 1)).all().all()
     assert (out / pipeline.PLOT).stat().st_size > 20_000
+    per = pd.read_csv(out / pipeline.PER_TREATMENT)
+    assert set(per["correction"]) == set(table["correction"])
+    none = per[per["correction"] == "none"]
+    assert none["map_activity"].mean() == pytest.approx(table.set_index("correction").loc["none", "map_activity"])
     for method in ("center_scale", "pca_whiten", "tvn"):
         fixed = pd.read_parquet(out / pipeline.CORRECTED / method / embed.WELLS)
         ctrl = fixed[fixed[CONTROL]]

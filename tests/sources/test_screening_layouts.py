@@ -183,9 +183,34 @@ def test_illumination_flattens_the_demo_vignette_and_keys_the_cache(tmp_path):
     before, after = flatness(mean_image(plain)), flatness(mean_image(flat))
     assert before < 0.8 and after > before + 0.15
     assert cache_dir("/c", plain, 48) != cache_dir("/c", flat, 48)
+    # the packed cache holds the corrected pixels (48 px: no resize between the load and the cache)
+    from cellpipe.data.cache import IMAGES, INDEX, pack, site_key
+
+    folder = pack(flat, tmp_path / "cache", 48)
+    first = rows.iloc[0].to_dict()
+    index = pd.read_csv(folder / INDEX)["key"].tolist().index(site_key(flat, first, 1))
+    packed = np.load(folder / IMAGES)[index]
+    assert np.array_equal(packed, np.rint(flat.load(first, 1, list(range(1, 7)))).astype(np.uint8).transpose(2, 0, 1))
+    assert not np.array_equal(packed, plain.load(first, 1, list(range(1, 7))).transpose(2, 0, 1))
     np.save(tmp_path / "illum" / Path(pd.read_csv(tmp_path / "illum" / "illumination.csv")["file"][0]),
             np.ones((5, 5), np.float32))
     broken = make_source({"source": "rxrx1", "root": str(root), "illumination": str(tmp_path / "illum")})
     first = broken.catalog().iloc[0]
     with pytest.raises(DataError, match="its illumination function is 5x5"):
         broken.load(first, 1, [1])
+
+
+def test_illumination_function_stays_positive_and_has_mean_one():
+    from cellpipe.core.illumination import correct
+    from cellpipe.prep.illumination import smooth
+
+    yy, xx = np.mgrid[:40, :40] / 39.0
+    steep = 100 * (1 - 1.6 * ((xx - 0.5) ** 2 + (yy - 0.5) ** 2) * 2)  # a fitted quadric dips below 0
+    for method in ("polynomial", "median"):
+        f = smooth(steep, method=method, window=5, sigma=1.0)
+        assert f.min() > 0 and f.mean() == pytest.approx(1.0, abs=1e-5), method
+    plane = np.full((40, 40), 60000, np.uint16)
+    out = correct(plane, np.full((40, 40), 0.5, np.float32), "x")
+    assert out.dtype == np.uint16 and out.max() == 65535  # clipped to the dtype, not wrapped
+    with pytest.raises(Exception, match="illumination smoothing 'spline'"):
+        smooth(steep, method="spline")

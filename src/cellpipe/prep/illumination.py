@@ -28,6 +28,7 @@ PNG = "illumination.png"
 
 
 METHODS = ("polynomial", "median")
+MIN_FRACTION = 0.05  # of the function's mean: its lowest value
 
 
 def polynomial_fit(image: np.ndarray, degree: int) -> np.ndarray:
@@ -58,9 +59,10 @@ def smooth(mean: np.ndarray, method: str = "polynomial", degree: int = 2, work_s
         if sigma > 0:
             small = ndimage.gaussian_filter(small, float(sigma), mode="reflect")
     field = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR) if scale < 1 else small
-    field = np.maximum(field, np.percentile(field, floor_percentile))
     if not field.mean() > 0:
         raise DataError("the plate's mean image is black: no illumination function can be computed")
+    # a fitted polynomial can dip to zero or below in a corner: never divide by less than MIN_FRACTION
+    field = np.maximum(field, max(np.percentile(field, floor_percentile), MIN_FRACTION * field.mean()))
     return (field / field.mean()).astype(np.float32)
 
 

@@ -83,12 +83,30 @@ def accuracy(wells: pd.DataFrame, seed: int = 0) -> Dict[str, float]:
     return out
 
 
-def evaluate(wells: pd.DataFrame, name: str, null_size: int = 1000, seed: int = 0) -> Dict[str, float]:
-    """One row of the table: mAP (activity, consistency), share of active treatments, accuracies."""
+def per_treatment(act: Optional[pd.DataFrame], con: Optional[pd.DataFrame], name: str) -> pd.DataFrame:
+    """One row per treatment: its activity mAP and corrected p-value, its consistency mAP."""
+    parts = []
+    for df, kind in ((act, "activity"), (con, "consistency")):
+        if df is not None:
+            parts.append(df.set_index(LABEL)[["mean_average_precision", "corrected_p_value"]].rename(
+                columns={"mean_average_precision": f"map_{kind}", "corrected_p_value": f"p_{kind}"}))
+    if not parts:
+        return pd.DataFrame(columns=["correction", LABEL])
+    out = pd.concat(parts, axis=1).reset_index()
+    out.insert(0, "correction", name)
+    return out
+
+
+def evaluate(wells: pd.DataFrame, name: str, null_size: int = 1000, seed: int = 0,
+             treatments: Optional[list] = None) -> Dict[str, float]:
+    """One row of the table: mAP (activity, consistency), share of active treatments, accuracies;
+    ``treatments`` (a list) gets the per-treatment rows appended."""
     if not feature_columns(wells):
         raise DataError(f"profiles {name}: no feature columns")
     row = {"correction": name}
     act, con = activity(wells, null_size, seed), consistency(wells, null_size, seed)
+    if treatments is not None:
+        treatments.append(per_treatment(act, con, name))
     row["map_activity"] = float(act["mean_average_precision"].mean()) if act is not None else float("nan")
     row["active_share"] = float(act["below_corrected_p"].mean()) if act is not None else float("nan")
     row["map_consistency"] = float(con["mean_average_precision"].mean()) if con is not None else float("nan")

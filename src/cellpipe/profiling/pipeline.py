@@ -6,6 +6,7 @@
     {out}/corrected/{method}/wells.parquet, treatments.parquet   per correction
     {out}/transforms/{method}.json (+ .joblib)                   fitted transforms, for new plates
     {out}/evaluation.csv, evaluation.png                          the mAP / accuracy table, PCA plot
+    {out}/evaluation_per_treatment.csv                            mAP and p-values per treatment
 """
 import logging
 from pathlib import Path
@@ -21,6 +22,7 @@ from cellpipe.profiling.evaluate import evaluate, pca_png, table_text
 
 log = logging.getLogger(__name__)
 CORRECTED, TRANSFORMS, TABLE, PLOT = "corrected", "transforms", "evaluation.csv", "evaluation.png"
+PER_TREATMENT = "evaluation_per_treatment.csv"
 
 
 def parse_methods(corrections) -> list:
@@ -53,9 +55,11 @@ def correct_and_evaluate(out_dir, corrections: Sequence[str], transforms: Option
         embed.write_parquet(embed.aggregate_treatments(fixed, aggregate), folder / embed.TREATMENTS)
         tables[method] = fixed
     if evaluate_profiles:
-        rows = [evaluate(t, name, null_size, seed) for name, t in tables.items()]
+        per = []
+        rows = [evaluate(t, name, null_size, seed, per) for name, t in tables.items()]
         table = pd.DataFrame(rows)
         fsutil.write_csv(table, out_dir / TABLE)
+        fsutil.write_csv(pd.concat(per, ignore_index=True), out_dir / PER_TREATMENT)
         pca_png(tables, out_dir / PLOT)
         print(table_text(rows))
         return table

@@ -36,6 +36,7 @@ import argparse
 import ast
 import contextlib
 import importlib
+import importlib.util
 import inspect
 import io
 import re
@@ -315,7 +316,12 @@ def load_script(rel):
         if d not in sys.path:
             sys.path.insert(0, d)
     try:
-        module = importlib.import_module(path.stem)
+        if path.stem in sys.stdlib_module_names:  # src/profile.py: loaded from its file, under its own name
+            spec = importlib.util.spec_from_file_location(f"script_{path.stem}", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(path.stem)
     except Exception as e:  # the script does not even import: the doc command cannot work
         raise DocError(f"importing {rel} failed: {type(e).__name__}: {e}") from None
     if Path(module.__file__).resolve() != path.resolve():

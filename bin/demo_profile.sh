@@ -19,7 +19,7 @@ SECONDS=0
 # shellcheck disable=SC2086  # DEMO_ARGS is a list of flags
 [ -f "$DATA/train.csv" ] || "$PYTHON" src/make_demo_data.py --out_dir "$DATA" --n_sirnas "$N_SIRNAS" $DEMO_ARGS
 [ -f "$ILLUM/illumination.csv" ] || "$PYTHON" src/prep_illumination.py --root "$DATA" --out_dir "$ILLUM"
-[ -f "$CSV/train_0.csv" ] || "$PYTHON" src/make_folds.py --data_root "$DATA" --out_dir "$CSV"
+[ -f "$CSV/train_0.csv" ] || "$PYTHON" src/make_folds.py --data_root "$DATA" --out_dir "$CSV" --n_folds 3
 "$PYTHON" src/train.py --config configs/config.yml --overlay configs/demo.yml --overlay configs/tiny.yml \
     --logdir "$RUN" --model_params/num_classes="$N_SIRNAS" \
     --data_params/source_params/control_offset="$N_SIRNAS" \

@@ -31,7 +31,7 @@ def main(model: str, out_dir: str, data_root: str = None, corrections: str = "ce
          tta: str = None, batch_size: int = 32, num_workers: int = 0, device: str = "auto", illumination: str = None,
          evaluate: bool = True, null_size: int = 1000, seed: int = 0, n_components: int = None, shrink: float = 0.5,
          min_std_ratio: float = 0.5, source: str = None, source_params=None, rescale=None, overwrite: bool = False) -> None:
-    """Write OUT_DIR/sites/<plate>.parquet, wells.parquet, treatments.parquet, corrected/, transforms/,
+    """Write OUT_DIR/sites/<plate>/<plate>.parquet, wells.parquet, treatments.parquet, corrected/, transforms/,
     evaluation.csv and evaluation.png.
 
     Args:

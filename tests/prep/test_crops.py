@@ -68,6 +68,14 @@ def test_demo_crops_from_the_detector_and_from_a_cellprofiler_csv(demo_root, tmp
     assert cs.channel_names == src.channel_names and cs.plate_columns == ("experiment", "plate")
     img = cs.load(cs.catalog().iloc[3], 1, [2, 1])
     assert np.array_equal(img[..., 0], crops[3, 1]) and np.array_equal(img[..., 1], crops[3, 0])
+    # the cells share one file, so the image caches must key them by cell, not by file
+    from cellpipe.data.cache import MemoryImages, site_key
+
+    assert len({site_key(cs, r, 1) for r in cs.catalog().to_dict("records")}) == len(cells)
+    memory, rows = MemoryImages(12, 1.0), cs.catalog().to_dict("records")
+    for _ in range(2):  # the second pass reads from memory
+        for i in (0, 1):
+            assert np.array_equal(np.stack(memory.read(cs, rows[i], 1, [1, 2])), crops[i, :2])
     # a CellProfiler Nuclei.csv instead of the detector
     nuclei = pd.DataFrame({"Metadata_Plate": ["HEPG2-01_1"] * 2, "Metadata_Well": [cells["well"].iloc[0]] * 2,
                            "Metadata_Site": [1, 2], "Location_Center_X": [5.0, 20.0],
@@ -106,7 +114,7 @@ def test_the_real_site_through_load_data_illumination_crops_and_profiles(untrain
     run = untrained_runs["model_root"] / untrained_runs["channels"] / "fold_0" / untrained_runs["model_name"]
     summary = pipeline.run(str(run), tmp_path / "profiles", data_root=str(tmp_path / "cells"), source="cells",
                            corrections="none", control_query="well_id == ''", evaluate_profiles=False)
-    sites = pd.read_parquet(tmp_path / "profiles" / "sites" / "BR00117010.parquet")
+    sites = pd.read_parquet(embed.site_file(tmp_path / "profiles", "BR00117010"))
     wells = pd.read_parquet(tmp_path / "profiles" / embed.WELLS)
     assert len(sites) == len(cells) and len(wells) == 1 == summary["wells"]
     features = embed.feature_columns(wells)

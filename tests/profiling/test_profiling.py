@@ -30,8 +30,8 @@ def test_export_writes_sites_per_plate_wells_and_treatments(exported):
     assert wells[CONTROL].sum() == (ctrl["well_type"] == "negative_control").sum() == summary["controls"]
     plates = sorted(wells[PLATE].unique())
     assert len(plates) == 8 * 4 and plates[0] == "HEPG2-01_1"  # experiment_plate, as the plate key spells it
-    files = sorted((out / embed.SITES_DIR).glob("*.parquet"))
-    assert [f.stem for f in files] == plates
+    files = sorted((out / embed.SITES_DIR).glob("*/*.parquet"))
+    assert [f.stem for f in files] == plates and [f.parent.name for f in files] == plates
     sites = pd.read_parquet(files[0])
     assert sorted(sites[embed.SITE].unique()) == [1, 2]
     features = embed.feature_columns(sites)

@@ -49,6 +49,9 @@ def uint8_planes(source, row, site: int, channels, image_size: int) -> List[np.n
 
 
 def site_key(source, row, site: int, files: Optional[List[Path]] = None) -> str:
+    own = source.cache_key(row, site)  # samples that share one file (cells in crops.npy) name themselves
+    if own is not None:
+        return own
     path = (files or site_files(source, row, site))[0]
     try:
         return str(Path(path).relative_to(source.root))

@@ -8,9 +8,10 @@ centroids; scikit-image). Crops are cut from the loaded planes (rescaled to 8-bi
 illumination-corrected as training sees them), padded with zeros at the image border, and
 stored as uint8 in two passes (find the nuclei, then cut), so one site is in memory at a time:
 
-    {out}/cells.parquet   one row per cell: id, well id (the sample), plate, well, site, x, y,
-                          label, split, group (= the well: folds keep a well's cells together),
-                          control, and the sample's other columns
+    {out}/cells.parquet   one row per cell: id, well_id (the sample), well_group (the sample's
+                          group: RxRx1's experiment), plate, well, site, x, y, label, split, group
+                          (= the well: folds keep a well's cells together), control, and the
+                          sample's other columns
     {out}/crops.npy       N x C x S x S uint8, row i = cells.parquet row i
     {out}/cells.json      source, root, channels, crop size, counts
 """
@@ -129,7 +130,7 @@ def make_crops(source, out_dir, crop_size: int = 32, nuclei: Optional[str] = Non
     found["cell"] = found.groupby(["id", "site"]).cumcount()
     sample = by_id.loc[found["id"]].reset_index()
     cells = sample.drop(columns=["split", "label", "group"]).assign(
-        well_id=found["id"].to_numpy(), site=found["site"].to_numpy(), x=found["x"].to_numpy(),
+        well_id=found["id"].to_numpy(), well_group=sample["group"].astype(str).to_numpy(), site=found["site"].to_numpy(), x=found["x"].to_numpy(),
         y=found["y"].to_numpy(), label=sample["label"].to_numpy(), split=sample["split"].to_numpy(),
         group=found["id"].to_numpy())
     cells["id"] = cells["well_id"] + "_s" + cells["site"].astype(str) + "_c" + found["cell"].astype(str)

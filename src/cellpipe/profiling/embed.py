@@ -1,7 +1,7 @@
 """Embeddings of a finished run over a whole screen, one plate at a time.
 
 Each site's penultimate-layer features (the encoder's pooled output; every TTA view averaged)
-with its metadata is written as ``{out}/sites/{plate}.parquet``; the sites of a well are
+with its metadata is written as ``{out}/sites/{plate}/{plate}.parquet``; the sites of a well are
 averaged into ``{out}/wells.parquet`` (pycytominer's aggregate) and the wells of a treatment
 into ``{out}/treatments.parquet``. Columns follow the profiling convention: ``Metadata_*`` for
 metadata, ``emb_NNNN`` for features. Only one plate's images and embeddings are in memory at a
@@ -133,7 +133,7 @@ def export(model: str, out_dir, data_root=None, tta: Optional[str] = None, batch
             sites = pd.concat([site_meta.loc[site_meta.index.repeat(len(ds.sites))].reset_index(drop=True),
                                pd.DataFrame({SITE: np.tile(ds.sites, len(table))})], axis=1)
             site_df = pd.concat([sites, pd.DataFrame(emb.reshape(-1, emb.shape[-1]), columns=names)], axis=1)
-            write_parquet(site_df, staged / SITES_DIR / f"{folder(plate)}.parquet")
+            write_parquet(site_df, site_file(staged, plate))
             wells.append(pcm_aggregate(site_df, strata=[PLATE, WELL], features=names, operation=aggregate)
                          .merge(well_metadata(site_meta), on=[PLATE, WELL], how="left"))
             n_sites += len(site_df)
@@ -190,6 +190,11 @@ def aggregate_treatments(wells: pd.DataFrame, operation: str = "mean") -> pd.Dat
     out = pcm_aggregate(labelled, strata=[LABEL], features=feature_columns(labelled), operation=operation)
     counts = labelled.groupby(LABEL).agg(Metadata_wells=(WELL, "size"), Metadata_control=(CONTROL, "any"))
     return order(out.merge(counts.reset_index(), on=LABEL))
+
+
+def site_file(out_dir, plate: str) -> Path:
+    """A plate's per-site profiles, one folder per plate as the Cell Painting Gallery lays them out."""
+    return Path(out_dir) / SITES_DIR / folder(plate) / f"{folder(plate)}.parquet"
 
 
 def folder(plate: str) -> str:

@@ -8,8 +8,9 @@
   treatments' wells, replicates on other plates only (a replicate on the same plate shares its
   batch effect and proves nothing).
 - **accuracy**: nearest-centroid (cosine) and logistic-regression classification of the
-  treatment wells, out of fold by ``Metadata_group`` (RxRx1: the experiment), so every well is
-  scored by a model that never saw its experiment.
+  treatment wells, out of fold by ``Metadata_group`` (RxRx1: the experiment; for cells, their
+  well's group, ``Metadata_well_group``), so every well is scored by a model that never saw its
+  experiment.
 """
 import logging
 from typing import Dict, List, Optional
@@ -23,6 +24,7 @@ from cellpipe.profiling.embed import BATCH, CONTROL, LABEL, PLATE, feature_colum
 log = logging.getLogger(__name__)
 logging.getLogger("copairs").setLevel(logging.WARNING)  # a line per step of every call otherwise
 REFERENCE = "Metadata_reference_index"
+WELL_GROUP = "Metadata_well_group"  # a cell's well's group in its original source (prep_crops keeps it)
 
 
 def _map(meta: pd.DataFrame, feats: np.ndarray, pos_sameby, pos_diffby, neg_sameby, neg_diffby, null_size: int,
@@ -58,15 +60,28 @@ def consistency(wells: pd.DataFrame, null_size: int = 1000, seed: int = 0) -> Op
     return _map(meta, df[feature_columns(df)].to_numpy(np.float64), [LABEL], [PLATE], [], [LABEL], null_size, seed)
 
 
+def oof_groups(wells: pd.DataFrame) -> np.ndarray:
+    """What out-of-fold holds out: a cell's original well group (source cells), else Metadata_group."""
+    column = WELL_GROUP if WELL_GROUP in wells.columns else BATCH
+    return wells[column].astype(str).to_numpy()
+
+
+def nearest_centroid(x_train, y_train, x_test) -> np.ndarray:
+    """Labels of the closest class mean by cosine (rows L2-normalised)."""
+    classes = np.unique(y_train)
+    centres = np.stack([x_train[y_train == c].mean(axis=0) for c in classes])
+    centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+    return classes[np.argmax(x_test @ centres.T, axis=1)]
+
+
 def accuracy(wells: pd.DataFrame, seed: int = 0) -> Dict[str, float]:
-    """Out-of-fold accuracy of the treatment label by Metadata_group (leave one group out)."""
+    """Out-of-fold accuracy of the treatment label, leaving one group (experiment) out at a time."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import LeaveOneGroupOut
-    from sklearn.neighbors import NearestCentroid
     from sklearn.preprocessing import normalize
 
     df = wells[wells[LABEL].notna() & ~wells[CONTROL]].reset_index(drop=True)
-    groups = df[BATCH].astype(str).to_numpy()
+    groups = oof_groups(df)
     if len(set(groups)) < 2:
         return {"nearest_centroid": float("nan"), "logistic": float("nan"), "chance": float("nan")}
     x = normalize(df[feature_columns(df)].to_numpy(np.float64))  # cosine geometry for both
@@ -75,7 +90,7 @@ def accuracy(wells: pd.DataFrame, seed: int = 0) -> Dict[str, float]:
     for train, test in LeaveOneGroupOut().split(x, y, groups):
         if len(set(y[train])) < 2:
             continue
-        hits["nearest_centroid"][test] = NearestCentroid().fit(x[train], y[train]).predict(x[test]) == y[test]
+        hits["nearest_centroid"][test] = nearest_centroid(x[train], y[train], x[test]) == y[test]
         clf = LogisticRegression(max_iter=2000, C=1.0, random_state=seed).fit(x[train], y[train])
         hits["logistic"][test] = clf.predict(x[test]) == y[test]
     out = {k: float(v.mean()) for k, v in hits.items()}

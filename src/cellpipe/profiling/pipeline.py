@@ -1,6 +1,6 @@
 """src/profile.py's flow: export embeddings, correct them against the controls, evaluate, report.
 
-    {out}/sites/{plate}.parquet   per-site embeddings (embed.py)
+    {out}/sites/{plate}/{plate}.parquet   per-site embeddings (embed.py)
     {out}/wells.parquet           per-well, uncorrected
     {out}/treatments.parquet      per-treatment, uncorrected
     {out}/corrected/{method}/wells.parquet, treatments.parquet   per correction

@@ -132,6 +132,11 @@ class Source:
         plate, names = illum.plate_key(row, self.plate_columns), self.channel_names
         return [self.illumination.function(plate, names[c - 1]) for c in channels]
 
+    def cache_key(self, row, site: int) -> Optional[str]:
+        """A site's key in the image caches; None: its first file's path (unique per site, except for
+        sources whose samples share one file)."""
+        return None
+
     def pixel_inputs(self) -> List[Path]:
         """Files besides the images whose content changes the loaded pixels (a packed cache's fingerprint)."""
         return self.illumination.inputs() if self.illumination is not None else []

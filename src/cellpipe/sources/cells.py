@@ -58,6 +58,9 @@ class CellsSource(Source):
     def image_files(self, row, site: int, channels: Sequence[int]) -> List[Path]:
         return [self.crops]
 
+    def cache_key(self, row, site: int) -> str:
+        return f"{CROPS}#{int(row['index'])}"  # every cell lives in the one crops file
+
     def read_arrays(self, row, site: int, channels: Sequence[int]):
         if self._array is None:  # opened lazily: each loader process maps the file itself
             self._array = np.load(self.crops, mmap_mode="r")

@@ -21,6 +21,7 @@ from cellpipe.tune.study import (
     oof_score,
     reclaim,
     trial_command,
+    worker_id,
 )
 
 SPACE = {"stages/finetune/scheduler_params/lr_range": [[0.01, 0.0001], [0.03, 0.0001]],
@@ -107,22 +108,24 @@ def test_a_dead_workers_trial_is_failed_and_queued_again_in_its_folder(tmp_path)
     study.tell(done, 0.5)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dist = {"optimizer_params/lr": optuna.distributions.FloatDistribution(1e-3, 1e-1)}
-    for logdir, worker in (("trials/0001", f"{socket.gethostname()}:{gone.stdout.strip()}"),  # its worker died
-                           ("trials/0002", f"{socket.gethostname()}:{os.getpid()}"),  # this one is alive
-                           ("trials/0003", "elsewhere:1")):  # another machine's: its heartbeat decides
+    host = socket.gethostname()
+    for logdir, worker in (("trials/0001", f"{host}:{gone.stdout.strip()}"),  # its worker died
+                           ("trials/0002", worker_id()),  # this one is alive
+                           ("trials/0003", "elsewhere:1"),  # another machine's: its heartbeat decides
+                           ("trials/0004", f"{host}:{os.getpid()}:1")):  # a live pid, but another process's
         trial = study.ask(dist)
         trial.set_user_attr("logdir", logdir)
         trial.set_user_attr("worker", worker)
         storage.record_heartbeat(trial._trial_id)
     assert counted(study) == 1
-    assert reclaim(study) == 1
+    assert reclaim(study) == 2
     states = {t.number: t.state for t in study.trials}
     T = optuna.trial.TrialState
-    assert states == {0: T.COMPLETE, 1: T.FAIL, 2: T.RUNNING, 3: T.RUNNING, 4: T.WAITING}
+    assert states == {0: T.COMPLETE, 1: T.FAIL, 2: T.RUNNING, 3: T.RUNNING, 4: T.FAIL, 5: T.WAITING, 6: T.WAITING}
     retry = study.ask()  # the queued copy: same parameters, same folder (its run resumes there)
     again = suggest(retry, {"optimizer_params/lr": {"float": [1e-3, 1e-1]}})
     assert again == study.trials[1].params and retry.user_attrs["logdir"] == "trials/0001"
-    assert study.trials[retry.number].system_attrs["failed_trial"] == 1 and counted(study) == 1  # the failed attempt does not count
+    assert study.trials[retry.number].system_attrs["failed_trial"] == 1 and counted(study) == 1  # the failed attempts do not count
     cmd = trial_command({"train": {"config": "c.yml", "overlays": ["o.yml"], "overrides": {"seed": 1}}},
                         tmp_path / "t", retry.params, {"trial_id": retry._trial_id}, "python")
     assert cmd[2:] == ["--config", "c.yml", "--logdir", str(tmp_path / "t"), "--overlay", "o.yml", "--seed=1",

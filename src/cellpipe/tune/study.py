@@ -133,14 +133,29 @@ def make_sampler(spec: Optional[dict], space: dict, where: str):
         raise ConfigError(f"{where}: sampler {name}: {e}") from None
 
 
-def _alive(pid: int) -> bool:
+def _started(pid: int) -> Optional[str]:
+    """When process ``pid`` started (clock ticks since boot, /proc/PID/stat field 22), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]  # fields after the command name, which may hold spaces
+
+
+def worker_id() -> str:
+    """This process as a trial's worker: host, pid and start time (a reused pid is another process)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_started(os.getpid()) or ''}"
+
+
+def _alive(pid: int, started: str = "") -> bool:
+    """Whether the worker ``pid`` (started at ``started``, when known) still runs on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process
-        return True
-    return True
+        pass
+    return not started or _started(pid) == started
 
 
 def reclaim(study) -> int:
@@ -154,8 +169,8 @@ def reclaim(study) -> int:
 
     storage, n = study._storage, 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
-        if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
+        host, pid, started = (str(t.user_attrs.get("worker", "")).split(":") + ["", ""])[:3]
+        if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid), started):
             continue
         try:
             if not storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
@@ -219,7 +234,7 @@ def objective_for(spec: dict, study_dir: Path, storage_url: str, python: str):
         values = suggest(trial, spec["space"])
         logdir = Path(trial.user_attrs.get("logdir") or study_dir / "trials" / f"{trial.number:04d}")
         trial.set_user_attr("logdir", str(logdir))
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("worker", worker_id())
         tune = {"storage": storage_url, "study": spec["study"], "trial_id": trial._trial_id,
                 "metric": spec["metric"], "pruner": spec.get("pruner")}
         with lock:

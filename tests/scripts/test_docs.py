@@ -254,6 +254,7 @@ BIN_ARGS = {
     "bin/sweep.sh": ("sweep", []),
     "bin/demo.sh": ("none", []),
     "bin/demo_classify.sh": ("none", []),
+    "bin/demo_profile.sh": ("train", ["configs/config.yml"]),
     ".ci/run": ("none", []),
 }
 CONFIG_ENV = {"bin/train.sh": "CONFIG", "bin/train_control.sh": "CONFIG", "bin/train_pseudo.sh": "PSEUDO_CONFIG",
@@ -290,6 +291,8 @@ def check_bash(words, env, inline):
             check_train_args(config, [], shlex.split(env_values.get("TRAIN_ARGS", "")))
     else:
         overlays = [env_values["OVERLAY"]] if env_values.get("OVERLAY") else []
+        if script == "bin/demo_profile.sh":  # its run: the demo and tiny overlays
+            overlays = ["configs/demo.yml", "configs/tiny.yml"]
         if script == "bin/train_classify.sh":
             source = env_values.get("SOURCE", "manifest")
             overlays.insert(0, env_values.get("DATA_CONFIG", f"configs/data/{source}.yml"))

@@ -30,7 +30,8 @@ def main(model: str, out_dir: str, data_root: str = None, corrections: str = "ce
          transforms: str = None, control_label: str = None, control_query: str = None, aggregate: str = "mean",
          tta: str = None, batch_size: int = 32, num_workers: int = 0, device: str = "auto", illumination: str = None,
          evaluate: bool = True, null_size: int = 1000, seed: int = 0, n_components: int = None, shrink: float = 0.5,
-         min_std_ratio: float = 0.5, source: str = None, source_params=None, rescale=None, overwrite: bool = False) -> None:
+         min_std_ratio: float = 0.5, source: str = None, source_params=None, rescale=None, overwrite: bool = False,
+         export: bool = True) -> None:
     """Write OUT_DIR/sites/<plate>/<plate>.parquet, wells.parquet, treatments.parquet, corrected/, transforms/,
     evaluation.csv and evaluation.png.
 
@@ -63,7 +64,9 @@ def main(model: str, out_dir: str, data_root: str = None, corrections: str = "ce
         shrink: tvn's ridge on each plate's control covariance (default 0.5, as EFAAR).
         min_std_ratio: center_scale's floor on a plate's control std, as a share of the feature's pooled
             within-plate control std (default 0.5; 0: none).
-        overwrite: replace an OUT_DIR that holds profiles.
+        overwrite: replace a non-empty OUT_DIR (its contents go).
+        export: false: correct and evaluate the profiles OUT_DIR already holds (other corrections,
+            controls or floors without embedding again).
     """
     summary = pipeline.run(model, out_dir, data_root=data_root, corrections=corrections, transforms=transforms,
                            control_label=control_label, control_query=control_query, aggregate=aggregate, tta=tta,
@@ -71,7 +74,7 @@ def main(model: str, out_dir: str, data_root: str = None, corrections: str = "ce
                            illumination=illumination, evaluate_profiles=evaluate, null_size=null_size, seed=seed,
                            n_components=n_components, shrink=shrink, min_std_ratio=min_std_ratio, source=source,
                            source_params=cli.mapping(source_params, "source_params"),
-                           rescale=cli.mapping(rescale, "rescale"), overwrite=overwrite)
+                           rescale=cli.mapping(rescale, "rescale"), overwrite=overwrite, export_profiles=export)
     print(f"profiles of {summary['wells']} wells ({summary['sites']} sites, {summary['plates']} plates, "
           f"{summary['features']} features, {summary['controls']} control wells) in {out_dir}")
 

@@ -76,6 +76,10 @@ def test_demo_crops_from_the_detector_and_from_a_cellprofiler_csv(demo_root, tmp
     for _ in range(2):  # the second pass reads from memory
         for i in (0, 1):
             assert np.array_equal(np.stack(memory.read(cs, rows[i], 1, [1, 2])), crops[i, :2])
+    import pickle
+
+    assert cs._array is not None and pickle.loads(pickle.dumps(cs))._array is None  # loader workers map the
+    assert len(pickle.dumps(cs)) < crops.nbytes / 2  # crops file themselves: no copy of it in their pickle
     # a CellProfiler Nuclei.csv instead of the detector
     nuclei = pd.DataFrame({"Metadata_Plate": ["HEPG2-01_1"] * 2, "Metadata_Well": [cells["well"].iloc[0]] * 2,
                            "Metadata_Site": [1, 2], "Location_Center_X": [5.0, 20.0],

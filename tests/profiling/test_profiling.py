@@ -65,8 +65,46 @@ def test_corrections_write_transforms_and_the_table(exported):
         means = ctrl.groupby(PLATE)[embed.feature_columns(fixed)].mean().abs().to_numpy()
         assert means.max() < 1e-6, method  # every plate's controls centred
         assert (out / pipeline.TRANSFORMS / f"{method}.json").is_file()
-    with pytest.raises(DataError, match="already holds profiles; pass --overwrite"):
+    with pytest.raises(DataError, match="is not empty; pass --overwrite"):
         pipeline.run(summary["run"], out)
+    # corrections again on the exported wells, without embedding again
+    again = pipeline.run(summary["run"], out, corrections="center_scale", export_profiles=False, null_size=100)
+    assert again["wells"] == summary["wells"]
+    assert pd.read_csv(out / pipeline.TABLE)["correction"].tolist() == ["none", "center_scale"]
+
+
+def test_another_layout_with_missing_sites_and_labelled_controls(untrained_runs, tmp_path):
+    """A LoadData screen profiled by a run trained on RxRx1 (--source): one well lacks its second
+    site, the controls are its DMSO wells, a plate without enough of them is refused before embedding."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    rows, names = [], ["DNA", "ER", "RNA", "AGP", "Mito", "Extra"]
+    for plate in ("001", "002"):
+        for w, well in enumerate(["A01", "A02", "B01", "B02"]):
+            for site in (1, 2):
+                if (plate, well, site) == ("002", "B02", 2):
+                    continue  # a failed acquisition
+                row = {"Metadata_Plate": plate, "Metadata_Well": well, "Metadata_Site": site,
+                       "Metadata_pert": "DMSO" if w < 2 else f"drug{w}"}
+                for n in names:
+                    f = f"{plate}_{well}_{site}_{n}.png"
+                    cv2.imwrite(str(tmp_path / f), rng.integers(0, 255, (24, 24), dtype=np.uint8))
+                    row[f"FileName_Orig{n}"], row[f"PathName_Orig{n}"] = f, "."
+                rows.append(row)
+    pd.DataFrame(rows).to_csv(tmp_path / "load_data.csv", index=False)
+    run = untrained_runs["model_root"] / untrained_runs["channels"] / "fold_0" / untrained_runs["model_name"]
+    common = dict(data_root=str(tmp_path), source="loaddata", source_params={"label_column": "Metadata_pert"},
+                  control_label="DMSO", evaluate_profiles=False)
+    summary = pipeline.run(str(run), tmp_path / "p", corrections="center_scale", **common)
+    sites = pd.read_parquet(embed.site_file(tmp_path / "p", "002"))
+    assert len(sites) == 7 and sorted(sites.loc[sites[WELL] == "B02", embed.SITE]) == [1]
+    wells = pd.read_parquet(tmp_path / "p" / embed.WELLS)
+    assert summary["wells"] == len(wells) == 8 and wells[CONTROL].sum() == 4
+    assert sorted(wells[PLATE].unique()) == ["001", "002"]  # plate names as written, not as numbers
+    with pytest.raises(DataError, match="plate '001' has 1 control sample"):
+        pipeline.run(str(run), tmp_path / "q", corrections="center_scale", **{**common, "control_label": "drug3"})
+    assert not (tmp_path / "q").exists()
 
 
 def synthetic_wells(seed=0, n_labels=12, n_plates=6, controls=6, signal=1.0, plate_effect=4.0, dim=16):

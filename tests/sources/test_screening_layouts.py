@@ -45,6 +45,12 @@ def test_load_data_illumination_columns_are_divided_out_at_load(tmp_path):
     assert (tmp_path / "illum" / "illumination.png").stat().st_size > 10_000
     write_load_data(tmp_path / "corrected" / "load_data.csv", illum_dir=tmp_path / "illum" / "BR00117010")
     raw, corrected = loaddata(tmp_path), loaddata(tmp_path / "corrected")
+    # FileName_Illum columns for some channels only (brightfield has none): the others are corrected
+    partial = pd.read_csv(tmp_path / "corrected" / "load_data.csv").drop(
+        columns=["FileName_IllumBrightfield", "PathName_IllumBrightfield"])
+    (tmp_path / "partial").mkdir()
+    partial.to_csv(tmp_path / "partial" / "load_data.csv", index=False)
+    some = loaddata(tmp_path / "partial")
     row = raw.catalog().iloc[0]
     dna = REAL_NAMES.index("DNA") + 1
     function = np.load(tmp_path / "illum" / "BR00117010" / "DNA.npy")
@@ -54,6 +60,12 @@ def test_load_data_illumination_columns_are_divided_out_at_load(tmp_path):
     got = corrected.load(row, 3, [dna])[..., 0]
     assert np.allclose(got, expected * (255 / 65535), atol=1e-3)
     assert not np.allclose(got, raw.load(row, 3, [dna])[..., 0], atol=0.5)
+    both = some.load(row, 3, [1, dna])
+    assert np.array_equal(both[..., 0], raw.load(row, 3, [1])[..., 0]) and np.allclose(both[..., 1], got)
+    with pytest.raises(DataError, match="is a URL; download the images"):
+        pd.read_csv(tmp_path / "load_data.csv").assign(PathName_OrigDNA="s3://cellpainting-gallery/x").to_csv(
+            tmp_path / "partial" / "s3.csv", index=False)
+        loaddata(tmp_path / "partial", csv="s3.csv").catalog()
     # the same correction through data_params/illumination (the prep's folder) on the plain CSV
     via_folder = make_source({"source": "loaddata", "root": str(tmp_path), "rescale": BITS16,
                               "illumination": str(tmp_path / "illum")})
@@ -84,6 +96,14 @@ def test_load_data_labels_from_a_column_or_a_plate_map(tmp_path):
     mapped = loaddata(tmp_path, platemap="map.csv").catalog().set_index("id")
     assert mapped.loc[["P1_B02", "P2_B02"], "label"].tolist() == ["x", "y"]
     assert mapped.loc[["P1_B02", "P2_B02", "P1_A01"], "split"].tolist() == ["train", "valid", "test"]
+    # plate names that look like numbers stay as written ("001" is not plate 1)
+    frame = pd.DataFrame(frames).assign(Metadata_Plate=lambda d: d["Metadata_Plate"].map({"P1": "001", "P2": "002"}))
+    (tmp_path / "numbered").mkdir()
+    frame.to_csv(tmp_path / "numbered" / "load_data.csv", index=False)
+    pd.DataFrame({"Metadata_Plate": ["001"], "Metadata_Well": ["B02"], "label": ["z"]}).to_csv(
+        tmp_path / "numbered" / "map.csv", index=False)
+    numbered = loaddata(tmp_path / "numbered", platemap="map.csv").catalog().set_index("id")
+    assert numbered.loc["001_B02", "label"] == "z" and numbered.loc["002_B02", "label"] is None
     with pytest.raises(DataError, match="no label column 'pert'"):
         loaddata(tmp_path, platemap="map.csv", platemap_label="pert").catalog()
     pd.DataFrame(frames).drop(columns=["Metadata_Site"]).to_csv(tmp_path / "bad.csv", index=False)

@@ -55,7 +55,7 @@ class IlluminationSet:
         manifest = self.folder / MANIFEST
         if not manifest.is_file():
             raise DataError(f"data_params/illumination: {manifest} not found (write it with src/prep_illumination.py)")
-        table = read_table(manifest, ["plate", "channel", "file"])
+        table = read_table(manifest, ["plate", "channel", "file"], text=["plate", "channel", "file"])
         self.files: Dict[Tuple[str, str], Path] = {
             (str(r.plate), str(r.channel)): self.folder / str(r.file) for r in table.itertuples()}
         self._cache: Dict[Tuple[str, str], np.ndarray] = {}

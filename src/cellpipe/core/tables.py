@@ -19,9 +19,10 @@ def natural_sort(names: Iterable[str]) -> List[str]:
 
 
 def read_table(path, required: Iterable[str] = (), integers: Iterable[str] = (), numbers: Iterable[str] = (),
-               unique: Iterable[str] = ()) -> pd.DataFrame:
+               unique: Iterable[str] = (), text: Iterable[str] = ()) -> pd.DataFrame:
     """A CSV or parquet file (by suffix) that must have the ``required`` columns, whole numbers in
-    ``integers``, finite numbers in ``numbers`` and no repeated key of the ``unique`` columns."""
+    ``integers``, finite numbers in ``numbers`` and no repeated key of the ``unique`` columns;
+    ``text`` columns are read as written (a plate ``001`` stays ``001``, not 1)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"table file not found: {path}")
@@ -29,7 +30,7 @@ def read_table(path, required: Iterable[str] = (), integers: Iterable[str] = (),
         if path.suffix.lower() in PARQUET:
             df = pd.read_parquet(path)
         else:
-            df = pd.read_csv(path)
+            df = pd.read_csv(path, dtype={c: str for c in text} or None)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OSError) as e:
         raise DataError(f"cannot parse table {path}: {e}") from None
     missing = [c for c in required if c not in df.columns]

@@ -56,9 +56,10 @@ def detect_nuclei(plane: np.ndarray, sigma: float = 2.0, min_area: int = 20, max
 
 def nuclei_table(path, source, rows: pd.DataFrame) -> pd.DataFrame:
     """A nucleus CSV as (id, site, x, y) rows of ``source``'s samples ``rows``."""
-    head = read_table(path)
+    head = read_table(path, text=["Metadata_Plate", "Metadata_Well", "id"])
     if all(c in head.columns for c in CP_COLUMNS):
-        df = read_table(path, CP_COLUMNS, integers=["Metadata_Site"], numbers=list(CP_COLUMNS[3:]))
+        df = read_table(path, CP_COLUMNS, integers=["Metadata_Site"], numbers=list(CP_COLUMNS[3:]),
+                        text=["Metadata_Plate", "Metadata_Well"])
         key = (df["Metadata_Plate"].astype(str), df["Metadata_Well"].astype(str))
         if not source.plate_columns or not source.well_column:
             raise DataError(f"{path}: CellProfiler plate/well columns, but source '{source.name}' has no wells")
@@ -73,7 +74,7 @@ def nuclei_table(path, source, rows: pd.DataFrame) -> pd.DataFrame:
                             f"{source.describe()}")
         return pd.DataFrame({"id": df["id"], "site": df["Metadata_Site"], "x": df["Location_Center_X"],
                              "y": df["Location_Center_Y"]})
-    df = read_table(path, ["id", "site", "x", "y"], integers=["site"], numbers=["x", "y"])
+    df = read_table(path, ["id", "site", "x", "y"], integers=["site"], numbers=["x", "y"], text=["id"])
     df["id"] = df["id"].astype(str)
     return df[["id", "site", "x", "y"]]
 
@@ -118,7 +119,7 @@ def make_crops(source, out_dir, crop_size: int = 32, nuclei: Optional[str] = Non
     else:  # pass 1: the detector on the DNA channel, one site at a time
         parts = []
         for r in tqdm(rows.to_dict("records"), desc="find nuclei", unit="well"):
-            for site in sites:
+            for site in source.present_sites(r, sites):
                 plane = source.load(r, site, [nucleus_channel])[..., 0]
                 xy = detect_nuclei(plane, sigma, min_area, max_cells)
                 parts.append(pd.DataFrame({"id": r["id"], "site": site, "x": xy[:, 0], "y": xy[:, 1]}))
@@ -149,7 +150,9 @@ def make_crops(source, out_dir, crop_size: int = 32, nuclei: Optional[str] = Non
         meta = {"source": source.name, "root": str(source.root), "channel_names": list(source.channel_names),
                 "crop_size": int(crop_size), "cells": len(cells), "samples": int(cells["well_id"].nunique()),
                 "nuclei": str(nuclei) if nuclei else f"detected on channel {nucleus_channel}",
-                "plate_columns": list(source.plate_columns), "well_column": source.well_column}
+                "plate_columns": list(source.plate_columns), "well_column": source.well_column,
+                "levels": {k: list(v) for k, v in source.levels.items()
+                           if k != "group" and all(c in cells.columns for c in v)}}
         fsutil.write_text(json.dumps(meta, indent=2), staged / META)
     log.info("%d cells of %d samples cut into %s", len(cells), meta["samples"], out_dir)
     return meta

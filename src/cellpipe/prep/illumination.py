@@ -77,7 +77,7 @@ def plate_means(source, rows: pd.DataFrame, sites: Sequence[int], desc: str):
     channels = list(range(1, source.n_channels + 1))
     total, n = None, 0
     for row in tqdm(rows.to_dict("records"), desc=desc, unit="well", leave=False):
-        for site in sites:
+        for site in source.present_sites(row, sites):  # a site a well lacks is left out of the mean
             arrays, files = source.read_arrays(row, site, channels)
             planes = ([a[..., 0] for a in arrays] if source.per_channel_files
                       else [arrays[0][..., c - 1] for c in channels])

@@ -15,6 +15,7 @@ from typing import List, Optional
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from cellpipe.core import fsutil
 from cellpipe.core.errors import DataError
@@ -82,14 +83,36 @@ def profile_rows(source) -> pd.DataFrame:
     return rows.drop_duplicates("id").reset_index(drop=True)
 
 
+def check_controls(plates: pd.Series, controls: pd.Series, needed: int) -> None:
+    """Every plate has ``needed`` control samples (checked before hours of embedding, not after)."""
+    counts = controls.groupby(plates).sum()
+    few = counts[counts < needed]
+    if len(few):
+        raise DataError(f"plate {few.index[0]!r} has {int(few.iloc[0])} control sample(s); the corrections need "
+                        f"{needed} per plate ({len(few)} plate(s) short: check --control_label / --control_query, "
+                        f"or --corrections none)")
+
+
+def plate_normalizer(dp: dict, source, rows: pd.DataFrame, payload: dict):
+    """None when the input normalisation can be fitted plate by plate (none, image, dataset from the
+    checkpoint, a level within the plate); else the one normaliser of every row (an experiment level)."""
+    mode = dp["normalization"]
+    if mode in ("none", "image", "dataset") or set(source.levels.get(mode, [])) <= set(source.plate_columns):
+        return None
+    return make_normalizer(dp, source, [rows], state=payload.get("normalization"), workers=0)
+
+
 def export(model: str, out_dir, data_root=None, tta: Optional[str] = None, batch_size: int = 32, num_workers: int = 0,
            device: str = "auto", control_label=None, control_query: Optional[str] = None, aggregate: str = "mean",
            illumination: Optional[str] = None, source: Optional[str] = None, source_params: Optional[dict] = None,
-           rescale: Optional[dict] = None, overwrite: bool = False) -> dict:
+           rescale: Optional[dict] = None, overwrite: bool = False, min_controls: int = 0) -> dict:
     """Site, well and treatment profiles of every sample the run's source (at ``data_root``) holds;
-    ``source`` (+ ``source_params``, ``rescale``) reads another layout with the run's channels."""
+    ``source`` (+ ``source_params``, ``rescale``) reads another layout with the run's channels.
+    ``min_controls``: every plate must have that many control samples (checked first)."""
     from pycytominer import aggregate as pcm_aggregate
 
+    from cellpipe.data.build import context_spec
+    from cellpipe.data.tta import tta_views
     from cellpipe.inference.predictor import run_dirs
 
     runs = run_dirs([model])
@@ -97,49 +120,67 @@ def export(model: str, out_dir, data_root=None, tta: Optional[str] = None, batch
         raise DataError(f"--model {model}: profiles come from one run; it holds {len(runs)} "
                         f"({', '.join(str(r) for r in runs[:3])}...)")
     run_dir, out_dir = runs[0], Path(out_dir)
-    if (out_dir / WELLS).exists() and not overwrite:
-        raise DataError(f"{out_dir} already holds profiles; pass --overwrite to replace them")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise DataError(f"{out_dir} is not empty; pass --overwrite to replace it (its contents go)")
     if aggregate not in ("mean", "median"):
         raise DataError(f"--aggregate must be mean or median, got {aggregate!r}")
     device = resolve_device(device)
     net, cfg, labels, payload = load_run(run_dir, device, check_folder=False)
     views = tta_settings(cfg, tta)
     dp = _data_params(cfg, data_root, None, None)
+    dp["cache"] = None  # each site is read once: a cache would only grow with the screen
+    if source is not None:  # another layout: the run's flat fields were for its own images
+        dp.update(source=source, source_params=dict(source_params or {}), illumination=None)
     if illumination is not None:
         dp["illumination"] = illumination or None
-    if source is not None:
-        dp.update(source=source, source_params=dict(source_params or {}))
     if rescale is not None:
         dp["rescale"] = rescale
     source = make_source(dp)
     dp["channels"] = source.check_channels(dp["channels"])  # the run's channels must exist in these images
-    dp["valid_sites"] = list(source.sites)
     rows = profile_rows(source)
     controls = control_mask(rows, source, control_label, control_query)
-    meta = metadata(rows, source, controls)
-    from cellpipe.data.tta import tta_views
+    plates = rows.apply(lambda r: plate_key(r, source.plate_columns), axis=1) if len(rows) else pd.Series([], dtype=str)
+    if min_controls:
+        check_controls(plates, controls, min_controls)
+    shared = plate_normalizer(dp, source, rows, payload)
+    context = context_spec(payload["model_params"])
+    channels = list(range(1, source.n_channels + 1))
 
     wells, n_sites, peak, total = [], 0, 0, 0
     with fsutil.staged_dir(out_dir) as staged:
-        for plate, idx in meta.groupby(PLATE, sort=True).groups.items():
+        for plate, idx in tqdm(plates.groupby(plates, sort=True).groups.items(), desc="plates", unit="plate"):
             table = rows.loc[idx].reset_index(drop=True)
-            normalizer = make_normalizer(dp, source, [table], state=payload.get("normalization"), workers=0)
-            ds = make_eval_dataset(dp, source, table.assign(label=None), labels, normalizer, f"plate {plate}")
-            emb = predict_logits(net, ds, batch_size=batch_size, num_workers=num_workers, device=device,
-                                 views=tta_views(views["tta"], views["crop"]), reduce=views["reduce"],
-                                 desc=f"profile {plate}", features=True, per_site=True)
-            names = [f"{FEATURE_PREFIX}{i:04d}" for i in range(emb.shape[-1])]
-            site_meta = meta.loc[idx].reset_index(drop=True)
-            sites = pd.concat([site_meta.loc[site_meta.index.repeat(len(ds.sites))].reset_index(drop=True),
-                               pd.DataFrame({SITE: np.tile(ds.sites, len(table))})], axis=1)
-            site_df = pd.concat([sites, pd.DataFrame(emb.reshape(-1, emb.shape[-1]), columns=names)], axis=1)
+            plate_meta = metadata(table, source, controls.loc[idx].reset_index(drop=True))
+            normalizer = shared or make_normalizer(dp, source, [table], state=payload.get("normalization"),
+                                                   workers=0)
+            # wells that lack a site (a failed acquisition) are embedded from the sites they have
+            present = [tuple(source.present_sites(r, source.sites)) for r in table.to_dict("records")]
+            missing = [table["id"][i] for i, p in enumerate(present) if not p]
+            if missing:
+                raise DataError(f"plate {plate}: sample {missing[0]!r} has no image files "
+                                f"(e.g. {source.image_files(table.iloc[0], source.sites[0], channels)[0]})")
+            parts = []
+            for site_set in dict.fromkeys(present):
+                pick = [i for i, p in enumerate(present) if p == site_set]
+                sub = table.iloc[pick].reset_index(drop=True)
+                ds = make_eval_dataset(dict(dp, valid_sites=list(site_set)), source, sub.assign(label=None), labels,
+                                       normalizer, f"plate {plate}", context)
+                emb = predict_logits(net, ds, batch_size=batch_size, num_workers=num_workers, device=device,
+                                     views=tta_views(views["tta"], views["crop"]), reduce=views["reduce"],
+                                     desc=f"profile {plate}", features=True, per_site=True)
+                names = [f"{FEATURE_PREFIX}{i:04d}" for i in range(emb.shape[-1])]
+                meta = plate_meta.iloc[pick].reset_index(drop=True)
+                sites = pd.concat([meta.loc[meta.index.repeat(len(site_set))].reset_index(drop=True),
+                                   pd.DataFrame({SITE: np.tile(list(site_set), len(sub))})], axis=1)
+                parts.append(pd.concat([sites, pd.DataFrame(emb.reshape(-1, emb.shape[-1]), columns=names)], axis=1))
+            site_df = pd.concat(parts, ignore_index=True)
             write_parquet(site_df, site_file(staged, plate))
             wells.append(pcm_aggregate(site_df, strata=[PLATE, WELL], features=names, operation=aggregate)
-                         .merge(well_metadata(site_meta), on=[PLATE, WELL], how="left"))
+                         .merge(well_metadata(plate_meta), on=[PLATE, WELL], how="left"))
             n_sites += len(site_df)
-            size = int(emb.nbytes + site_df.memory_usage(deep=True).sum())
+            size = int(site_df.memory_usage(deep=True).sum())
             peak, total = max(peak, size), total + size
-            del emb, site_df, ds
+            del site_df, parts
         wells = order(pd.concat(wells, ignore_index=True))
         write_parquet(wells, staged / WELLS)
         treatments = aggregate_treatments(wells, aggregate)

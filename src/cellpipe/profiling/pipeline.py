@@ -8,6 +8,7 @@
     {out}/evaluation.csv, evaluation.png                          the mAP / accuracy table, PCA plot
     {out}/evaluation_per_treatment.csv                            mAP and p-values per treatment
 """
+import json
 import logging
 from pathlib import Path
 from typing import Optional, Sequence
@@ -69,14 +70,25 @@ def correct_and_evaluate(out_dir, corrections: Sequence[str], transforms: Option
 def run(model: str, out_dir, data_root=None, corrections="center_scale,pca_whiten,tvn", transforms=None,
         control_label=None, control_query=None, aggregate="mean", tta=None, batch_size=32, num_workers=0,
         device="auto", illumination=None, evaluate_profiles=True, null_size=1000, seed=0, n_components=None,
-        shrink=0.5, min_std_ratio=0.5, source=None, source_params=None, rescale=None, overwrite=False) -> dict:
+        shrink=0.5, min_std_ratio=0.5, source=None, source_params=None, rescale=None, overwrite=False,
+        export_profiles=True) -> dict:
+    """The whole flow; ``export_profiles`` False corrects and evaluates the profiles ``out_dir`` holds."""
+    from cellpipe.profiling.correct import MIN_CONTROLS
+
     methods = parse_methods(corrections)
     if transforms and not Path(transforms).is_dir():
         raise DataError(f"--transforms {transforms}: not a folder of saved corrections")
-    summary = embed.export(model, out_dir, data_root=data_root, tta=tta, batch_size=batch_size,
-                           num_workers=num_workers, device=device, control_label=control_label,
-                           control_query=control_query, aggregate=aggregate, illumination=illumination,
-                           source=source, source_params=source_params, rescale=rescale, overwrite=overwrite)
+    if export_profiles:
+        summary = embed.export(model, out_dir, data_root=data_root, tta=tta, batch_size=batch_size,
+                               num_workers=num_workers, device=device, control_label=control_label,
+                               control_query=control_query, aggregate=aggregate, illumination=illumination,
+                               source=source, source_params=source_params, rescale=rescale, overwrite=overwrite,
+                               min_controls=MIN_CONTROLS if methods else 0)
+    else:
+        made = Path(out_dir) / "profile.json"
+        if not made.is_file():
+            raise DataError(f"--export false: {out_dir} holds no profiles ({made.name} missing); export them first")
+        summary = json.loads(made.read_text())
     table = correct_and_evaluate(out_dir, methods, transforms, aggregate, evaluate_profiles, null_size, seed,
                                  n_components, shrink, min_std_ratio)
     summary["evaluation"] = table.to_dict("records")

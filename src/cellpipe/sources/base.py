@@ -124,13 +124,19 @@ class Source:
         return [read_image(f) for f in files], files
 
     def illumination_functions(self, row, channels: Sequence[int]) -> Optional[List[np.ndarray]]:
-        """The flat field of each of ``channels`` on ``row``'s plate, or None (no correction)."""
+        """The flat field of each of ``channels`` on ``row``'s plate (None for a channel without one), or
+        None (no correction)."""
         if self.illumination is None:
             return None
         if not self.plate_columns:
             raise ConfigError(f"data_params/illumination needs plates; source '{self.name}' has none")
         plate, names = illum.plate_key(row, self.plate_columns), self.channel_names
         return [self.illumination.function(plate, names[c - 1]) for c in channels]
+
+    def present_sites(self, row, sites: Sequence[int]) -> List[int]:
+        """The ``sites`` whose image files exist for ``row`` (a well may lack one: a failed acquisition)."""
+        channels = list(range(1, self.n_channels + 1))
+        return [s for s in sites if all(Path(f).exists() for f in self.image_files(row, s, channels))]
 
     def cache_key(self, row, site: int) -> Optional[str]:
         """A site's key in the image caches; None: its first file's path (unique per site, except for
@@ -153,14 +159,16 @@ class Source:
                                 f"declares {self.n_channels} ({', '.join(self.channel_names)})")
             img = img[..., [c - 1 for c in channels]]
             if flat is not None:
-                img = np.stack([illum.correct(img[..., i], f, files[0]) for i, f in enumerate(flat)], axis=-1)
+                img = np.stack([img[..., i] if f is None else illum.correct(img[..., i], f, files[0])
+                                for i, f in enumerate(flat)], axis=-1)
         else:
             planes = arrays
             for f, p in zip(files, planes):
                 if p.shape[-1] != 1:
                     raise DataError(f"{f} has {p.shape[-1]} channels; one file per channel needs single-channel files")
             if flat is not None:
-                planes = [illum.correct(p[..., 0], f, name)[..., None] for p, f, name in zip(planes, flat, files)]
+                planes = [p if f is None else illum.correct(p[..., 0], f, name)[..., None]
+                          for p, f, name in zip(planes, flat, files)]
             shapes = {p.shape[:2] for p in planes}
             if len(shapes) != 1:
                 raise DataError(f"channels of sample {row['id']} site {site} differ in size: {sorted(shapes)} "
@@ -263,7 +271,7 @@ def join_plate_map(table: pd.DataFrame, path: Path, label_column: str = "label")
     """Labels (and any other column) of a plate map joined onto a table of wells (``plate``, ``well``):
     on plate and well when the map has a plate column, else on the well (one layout for every plate).
     Wells the map lacks stay unlabelled; a ``split`` column is mapped to train/valid/test."""
-    pm = read_table(path)
+    pm = read_table(path, text=PLATE_MAP_WELL + PLATE_MAP_PLATE)
     well = next((c for c in PLATE_MAP_WELL if c in pm.columns), None)
     if well is None:
         raise DataError(f"{path} has no well column (one of {list(PLATE_MAP_WELL)}); it has {list(pm.columns)}")

@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from cellpipe.core.errors import DataError
+from cellpipe.core.errors import ConfigError, DataError
 from cellpipe.sources import SOURCES
 from cellpipe.sources.base import Source
 
@@ -35,8 +35,19 @@ class CellsSource(Source):
         self.meta = json.loads(meta_file.read_text())
         self.plate_columns = tuple(self.meta["plate_columns"])
         self.well_column = self.meta["well_column"]
-        self.levels = {"group": ["group"], **({"plate": list(self.plate_columns)} if self.plate_columns else {})}
+        # the original source's normalisation levels (RxRx1: plate, experiment), and the group (the well)
+        levels = self.meta.get("levels") or ({"plate": list(self.plate_columns)} if self.plate_columns else {})
+        self.levels = {**{k: list(v) for k, v in levels.items()}, "group": ["group"]}
         self._array = None
+
+    def __getstate__(self):  # loader workers map the crops file themselves (no copy of it in the pickle)
+        return {**self.__dict__, "_array": None}
+
+    def illumination_functions(self, row, channels):
+        if self.illumination is not None:
+            raise ConfigError("data_params/illumination: cells are cut from corrected images (src/prep_crops.py "
+                              "--illumination); set it to null for source cells")
+        return None
 
     def describe(self) -> str:
         return str(self.table_file)

@@ -3,11 +3,13 @@
     Metadata_Plate, Metadata_Well, Metadata_Site   the site (required)
     FileName_Orig<Channel>, PathName_Orig<Channel> one image per channel; <Channel> names the channel
     FileName_Illum<Channel>, PathName_Illum<Channel>  optional: an illumination function (.npy) per
-                                                   channel, divided out at load
+                                                   channel, divided out at load (channels without
+                                                   them are not corrected)
     Metadata_*                                     anything else: kept (prefix and all)
 
 A sample is a well (``{plate}_{well}``), its sites the ``Metadata_Site`` values; the group is the
-plate. Paths are absolute or relative to the CSV's folder. Labels come from a column of the CSV
+plate. Paths are absolute or relative to the CSV's folder; ``path_map`` rewrites folder prefixes
+(the Gallery's ``s3://cellpainting-gallery/...`` to where the images were downloaded). Labels come from a column of the CSV
 (``label_column``) or from a plate map (``platemap``: a CSV with a well column, ``well``,
 ``Metadata_Well`` or ``well_position``, and optionally a plate column, ``plate`` or
 ``Metadata_Plate``; without one the map applies to every plate) joined on plate and well. A
@@ -47,13 +49,14 @@ class LoadDataSource(Source):
     def __init__(self, root, rescale: Optional[dict] = None, csv: str = "load_data.csv",
                  channels: Optional[List[str]] = None, label_column: Optional[str] = None,
                  platemap: Optional[str] = None, platemap_label: str = "label", group_column: str = "plate",
-                 illumination_columns: bool = True):
+                 illumination_columns: bool = True, path_map: Optional[Dict[str, str]] = None):
         super().__init__(root, rescale)
         self.csv = Path(csv) if Path(csv).is_absolute() else self.root / csv
         self.platemap = None if platemap is None else (Path(platemap) if Path(platemap).is_absolute()
                                                        else self.root / platemap)
         self._wanted, self.label_column, self.platemap_label = channels, label_column, platemap_label
         self.group_column, self.use_illum_columns = group_column, bool(illumination_columns)
+        self.path_map = dict(path_map or {})
         self._sites = None
         self._files: Optional[Dict[Tuple[str, int], Dict[str, Path]]] = None
         self._illum_files: Dict[Tuple[str, str], Path] = {}
@@ -65,7 +68,7 @@ class LoadDataSource(Source):
 
     # ---------------------------------------------------------------- the CSV
     def _read(self) -> pd.DataFrame:
-        df = read_table(self.csv, KEYS, integers=["Metadata_Site"], unique=KEYS)
+        df = read_table(self.csv, KEYS, integers=["Metadata_Site"], unique=KEYS, text=KEYS[:2])
         found = channel_columns(df.columns, ORIG)
         if not found:
             raise DataError(f"{self.csv}: no FileName_Orig<Channel> / PathName_Orig<Channel> column pair")
@@ -85,6 +88,13 @@ class LoadDataSource(Source):
 
     def _path(self, folder, name) -> Path:
         folder = "" if pd.isna(folder) else str(folder)
+        for old, new in self.path_map.items():  # e.g. s3://cellpainting-gallery/ -> /mnt/cpg/
+            if folder.startswith(old):
+                folder = new + folder[len(old):]
+        if "://" in folder:
+            raise DataError(f"{self.csv}: image folder {folder!r} is a URL; download the images and map the "
+                            f"prefix to their folder with source_params/path_map {{'{folder.split('://')[0]}://...': "
+                            f"'/local/...'}}")
         path = Path(folder) / str(name)
         return path if path.is_absolute() else self.csv.parent / path
 
@@ -156,8 +166,9 @@ class LoadDataSource(Source):
         out = []
         for c in channels:
             path = self._illum_files.get((str(row["plate"]), names[c - 1]))
-            if path is None:
-                raise DataError(f"{self.csv}: plate {row['plate']} has no FileName_Illum{names[c - 1]}")
+            if path is None:  # a channel without FileName_Illum columns (brightfield, say) stays as it is
+                out.append(None)
+                continue
             if path not in self._functions:
                 self._functions[path] = illum.read_function(path)
             out.append(self._functions[path])

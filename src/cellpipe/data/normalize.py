@@ -130,7 +130,8 @@ def _stats_for(source, tables: List[pd.DataFrame], workers: int, keys: Sequence[
                             f"({len(missing)} missing)")
         stats = given
     else:
-        stats = site_stats(source, rows, workers=workers, desc="normalisation stats")
+        # (training checked every file before this; a profile export embeds wells from the sites they have)
+        stats = site_stats(source, rows, workers=workers, desc="normalisation stats", skip_missing=True)
     info = rows.drop(columns=[c for c in ("site", "channel") if c in rows.columns])
     return stats.merge(info, on="id", how="inner", suffixes=("", "_table"))
 

@@ -23,13 +23,14 @@ def _site_rows(source, row, site, channels):
 
 
 def site_stats(source, table: pd.DataFrame, sites: Optional[Sequence[int]] = None, workers: int = 4,
-               desc: str = "pixel stats") -> pd.DataFrame:
-    """Stats of every listed site and every channel of the source for each row of ``table`` (a site a
-    row lacks is left out: profiles embed wells from the sites they have)."""
+               desc: str = "pixel stats", skip_missing: bool = False) -> pd.DataFrame:
+    """Stats of every listed site and every channel of the source for each row of ``table``; with
+    ``skip_missing`` a site a row lacks is left out (profiles embed wells from the sites they have),
+    else its missing file is an error naming it."""
     sites = list(sites or source.sites)
     channels = list(range(1, source.n_channels + 1))
     rows = table.to_dict("records")
-    jobs = [(r, s) for r in rows for s in source.present_sites(r, sites)]
+    jobs = [(r, s) for r in rows for s in (source.present_sites(r, sites) if skip_missing else sites)]
     # image decoding in OpenCV / tifffile releases the GIL, so threads scale without pickling
     with ThreadPoolExecutor(max(1, int(workers))) as pool:
         results = pool.map(lambda job: _site_rows(source, job[0], job[1], channels), jobs)

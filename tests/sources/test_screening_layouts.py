@@ -234,3 +234,33 @@ def test_illumination_function_stays_positive_and_has_mean_one():
     assert out.dtype == np.uint16 and out.max() == 65535  # clipped to the dtype, not wrapped
     with pytest.raises(Exception, match="illumination smoothing 'spline'"):
         smooth(steep, method="spline")
+
+
+def test_an_ome_zarr_hcs_plate_is_walked_well_by_well(tmp_path):
+    """An NGFF HCS plate (plate / well metadata, zarr v3) written with zarr and bioio's writer: a sample
+    per well, its fields the sites, read through bioio's OME-Zarr reader."""
+    import zarr
+    from bioio_ome_zarr.writers import Channel, OMEZarrWriter
+
+    root = tmp_path / "screen" / "plate1.ome.zarr"
+    group = zarr.open_group(str(root), mode="w")
+    fields = {("A", "1"): 2, ("B", "12"): 1}
+    for (r, c), n in fields.items():
+        well = group.require_group(f"{r}/{c}")
+        for f in range(n):
+            OMEZarrWriter(str(root / r / c / str(f)), level_shapes=[(2, 16, 20)], dtype="uint16",
+                          axes_names=["c", "y", "x"], axes_types=["channel", "space", "space"],
+                          channels=[Channel(label=x, color="FFFFFF") for x in ("DNA", "ER")]).write_full_volume(
+                np.full((2, 16, 20), 1000 * (f + 1) + (7 if r == "A" else 9), np.uint16))
+        well.attrs["ome"] = {"version": "0.5", "well": {"images": [{"path": str(f)} for f in range(n)]}}
+    group.attrs["ome"] = {"version": "0.5", "plate": {
+        "name": "BR01", "rows": [{"name": "A"}, {"name": "B"}], "columns": [{"name": "1"}, {"name": "12"}],
+        "wells": [{"path": f"{r}/{c}", "rowIndex": i, "columnIndex": i} for i, (r, c) in enumerate(fields)]}}
+    src = make_source({"source": "ome", "root": str(tmp_path / "screen"), "rescale": {"mode": "full"}})
+    table = src.catalog().set_index("id")
+    assert sorted(table.index) == ["BR01_A01", "BR01_B12"] and set(table["plate"]) == {"BR01"}
+    assert src.sites == [1, 2] and src.channel_names == ["DNA", "ER"]
+    a01 = table.loc["BR01_A01"].to_dict() | {"id": "BR01_A01"}
+    b12 = table.loc["BR01_B12"].to_dict() | {"id": "BR01_B12"}
+    assert src.load(a01, 2, [2])[0, 0, 0] == pytest.approx(2007 * 255 / 65535, abs=1e-3)
+    assert src.present_sites(b12, src.sites) == [1]  # a well with one field

@@ -8,7 +8,9 @@ file is which sample:
   ``well``, ``site``, ``label``, ``split``, ``group`` and any other column; rows of one
   (plate, well) are one sample whose sites are their ``site`` values;
 - no table: every file under the root matching ``patterns`` is one sample (id: its path without
-  the suffix), its plate the folder it is in; unlabelled (test) unless ``label_from_folder``.
+  the suffix), its plate the folder it is in; unlabelled (test) unless ``label_from_folder``. An
+  OME-Zarr HCS plate (NGFF ``plate`` / ``well`` metadata, zarr v2 or v3) is walked instead: a
+  sample per well (``{plate}_{A01}``), its fields the sites, the plate named by its metadata.
 
 ``scene``, ``t`` and ``z`` pick the plane read (a 2-D site; Z stacks are not projected).
 """
@@ -24,6 +26,40 @@ from cellpipe.sources import SOURCES
 from cellpipe.sources.base import SPLIT_SPELLING, Source, map_split_values
 
 PATTERNS = ("*.ome.tif", "*.ome.tiff", "*.ome.zarr")
+
+
+def zarr_attrs(folder: Path) -> dict:
+    """A zarr group's attributes (v3 ``zarr.json``, v2 ``.zattrs``), the NGFF ``ome`` key unwrapped."""
+    import json
+
+    for name, pick in (("zarr.json", lambda d: d.get("attributes") or {}), (".zattrs", lambda d: d)):
+        f = folder / name
+        if f.is_file():
+            try:
+                attrs = pick(json.loads(f.read_text()))
+            except ValueError as e:
+                raise DataError(f"{f}: not valid JSON ({e})") from None
+            return attrs.get("ome", attrs)
+    return {}
+
+
+def hcs_fields(plate_dir: Path, root: Path):
+    """Rows (file, plate, well, site, id) of every field of an OME-Zarr HCS plate; [] for a plain image."""
+    plate = zarr_attrs(plate_dir).get("plate") if plate_dir.is_dir() else None
+    if not plate:
+        return []
+    name, rows = str(plate.get("name") or stem(plate_dir)), []
+    for well in plate.get("wells", []):
+        path = str(well["path"])
+        row, _, col = path.partition("/")
+        images = zarr_attrs(plate_dir / path).get("well", {}).get("images", [])
+        if not images:
+            raise DataError(f"{plate_dir / path}: an HCS well without 'well' images metadata")
+        well_name = f"{row}{int(col):02d}" if col.isdigit() else f"{row}{col}"
+        for i, image in enumerate(images):
+            rows.append({"file": str((plate_dir / path / str(image["path"])).relative_to(root)), "plate": name,
+                         "well": well_name, "site": i + 1, "id": f"{name}_{well_name}"})
+    return rows
 
 
 def stem(path: Path) -> str:
@@ -60,10 +96,13 @@ class OmeSource(Source):
         found = sorted({p for pattern in self.patterns for p in self.root.rglob(pattern)})
         if not found:
             raise DataError(f"{self.root}: no files matching {self.patterns}")
-        rows = [{"file": str(p.relative_to(self.root)), "plate": p.parent.name or "1",
-                 "id": str(p.relative_to(self.root).with_name(stem(p))), "site": 1} for p in found]
+        rows = []
+        for p in found:
+            fields = hcs_fields(p, self.root)
+            rows += fields or [{"file": str(p.relative_to(self.root)), "plate": p.parent.name or "1",
+                                "id": str(p.relative_to(self.root).with_name(stem(p))), "site": 1,
+                                "well": str(p.relative_to(self.root).with_name(stem(p)))}]
         df = pd.DataFrame(rows)
-        df["well"] = df["id"]
         if self.label_from_folder:
             df["label"] = df["plate"]
             df["split"] = "train"
@@ -118,8 +157,16 @@ class OmeSource(Source):
 
         if not path.exists():
             raise DataError(f"image file not found: {path}")
+        # an image inside a Zarr hierarchy (an HCS field: plate.ome.zarr/A/1/0) has no suffix to pick the
+        # reader by: name it
+        in_zarr = any(part.endswith(".zarr") for part in path.parts[:-1])
         try:
-            image = BioImage(path)
+            if in_zarr:
+                import bioio_ome_zarr
+
+                image = BioImage(path, reader=bioio_ome_zarr.Reader)
+            else:
+                image = BioImage(path)
             if self.scene:
                 image.set_scene(self.scene)
         except Exception as e:  # bioio raises a reader plugin's own errors for unreadable files

@@ -155,3 +155,26 @@ def test_the_trial_callback_reports_each_epoch_and_prunes_below_the_median(tmp_p
             calls.append(str(e))
     assert calls[0] == "goes on" and calls[1].startswith(f"trial {trial.number} pruned after epoch 2")
     assert optuna.load_study(study_name="s", storage=url).trials[2].intermediate_values == {2: 0.2}
+
+
+def test_a_killed_worker_left_as_a_zombie_counts_as_dead():
+    """Where PID 1 does not reap orphans (containers), a SIGKILLed worker whose parent died stays a
+    zombie: its pid answers signals, yet its trial must be reclaimed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from cellpipe.tune.study import _alive, _started
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    started = _started(child.pid)
+    assert _alive(child.pid, started)
+    os.kill(child.pid, signal.SIGKILL)
+    for _ in range(100):  # until the kernel has made it a zombie (bounded, not timed)
+        if not _alive(child.pid, started):
+            break
+        time.sleep(0.05)
+    assert not _alive(child.pid, started)  # not yet reaped: a zombie
+    child.wait()
+    assert not _alive(child.pid, started) and _alive(os.getpid(), _started(os.getpid()))

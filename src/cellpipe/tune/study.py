@@ -49,7 +49,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import yaml
 
@@ -133,13 +133,19 @@ def make_sampler(spec: Optional[dict], space: dict, where: str):
         raise ConfigError(f"{where}: sampler {name}: {e}") from None
 
 
-def _started(pid: int) -> Optional[str]:
-    """When process ``pid`` started (clock ticks since boot, /proc/PID/stat field 22), or None."""
+def _stat(pid: int) -> Optional[List[str]]:
+    """The fields of /proc/PID/stat after the command name (which may hold spaces), or None."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rpartition(")")[2].split()[19]  # fields after the command name, which may hold spaces
+    return stat.rpartition(")")[2].split()
+
+
+def _started(pid: int) -> Optional[str]:
+    """When process ``pid`` started (clock ticks since boot, /proc/PID/stat field 22), or None."""
+    fields = _stat(pid)
+    return fields[19] if fields else None
 
 
 def worker_id() -> str:
@@ -148,14 +154,19 @@ def worker_id() -> str:
 
 
 def _alive(pid: int, started: str = "") -> bool:
-    """Whether the worker ``pid`` (started at ``started``, when known) still runs on this machine."""
+    """Whether the worker ``pid`` (started at ``started``, when known) still runs on this machine: a
+    zombie is dead (a killed worker whose parent died stays one where PID 1 does not reap it), and so
+    is a process that reuses the pid."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process
         pass
-    return not started or _started(pid) == started
+    fields = _stat(pid)
+    if fields is None:
+        return not started  # no /proc: the signal's answer is all there is
+    return fields[0] not in ("Z", "X") and (not started or fields[19] == started)
 
 
 def reclaim(study) -> int:

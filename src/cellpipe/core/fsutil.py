@@ -89,6 +89,16 @@ def staged_dir(target):
         raise
 
 
+def check_replaceable(folder, overwrite: bool) -> Path:
+    """``folder`` as a Path, if it is absent, empty or ``overwrite`` says its contents may go."""
+    from cellpipe.core.errors import DataError
+
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
+        raise DataError(f"{folder} is not empty; pass --overwrite to replace it (its contents go)")
+    return folder
+
+
 def replace_dir(staged: Path, target: Path) -> None:
     """Rename ``staged`` to ``target``; an existing ``target`` is first renamed aside, then deleted.
 

@@ -17,7 +17,6 @@ stored as uint8 in two passes (find the nuclei, then cut), so one site is in mem
 """
 import json
 import logging
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -95,9 +94,7 @@ def make_crops(source, out_dir, crop_size: int = 32, nuclei: Optional[str] = Non
                sigma: float = 2.0, min_area: int = 20, max_cells: Optional[int] = 50, sites=None,
                overwrite: bool = False) -> dict:
     """Find (or read) the nuclei of every sample and site of ``source`` and pack their crops."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise DataError(f"{out_dir} is not empty; pass --overwrite to replace it")
+    out_dir = fsutil.check_replaceable(out_dir, overwrite)
     if crop_size < 4:
         raise DataError(f"--crop_size {crop_size} is below 4 pixels")
     channels = list(range(1, source.n_channels + 1))

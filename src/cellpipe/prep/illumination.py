@@ -100,9 +100,7 @@ def compute(source, out_dir, sites=None, method: str = "polynomial", degree: int
     if not source.plate_columns:
         raise ConfigError(f"source '{source.name}' has no plates; illumination functions are per plate")
     smooth(np.ones((2, 2)), method, degree)  # a bad method fails before any image is read
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise DataError(f"{out_dir} is not empty; pass --overwrite to replace it")
+    out_dir = fsutil.check_replaceable(out_dir, overwrite)
     from cellpipe.data.cache import cache_rows
 
     rows = cache_rows(source)  # every sample, with RxRx1's control wells: more sites, a better mean

@@ -26,18 +26,14 @@ import pandas as pd
 from cellpipe.core import fsutil
 from cellpipe.core.errors import DataError
 from cellpipe.core.registry import Registry
-from cellpipe.profiling.embed import CONTROL, PLATE, feature_columns
+from cellpipe.profiling.embed import CONTROL, PLATE, check_controls, feature_columns
 
 METHODS = Registry("profile correction")
 MIN_CONTROLS = 2  # a plate's std / covariance needs at least two control wells
 
 
 def _check_controls(df: pd.DataFrame, where: str) -> None:
-    counts = df[df[CONTROL]].groupby(PLATE).size().reindex(df[PLATE].unique(), fill_value=0)
-    few = counts[counts < MIN_CONTROLS]
-    if len(few):
-        raise DataError(f"{where}: plate {few.index[0]!r} has {int(few.iloc[0])} control well(s); a correction "
-                        f"fitted on controls needs at least {MIN_CONTROLS} per plate ({len(few)} plate(s) short)")
+    check_controls(df[PLATE], df[CONTROL], MIN_CONTROLS, unit="well", where=f"{where}: ")
 
 
 def pooled_control_std(df: pd.DataFrame, features: List[str]) -> np.ndarray:

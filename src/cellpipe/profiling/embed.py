@@ -20,6 +20,7 @@ from tqdm import tqdm
 from cellpipe.core import fsutil
 from cellpipe.core.errors import DataError
 from cellpipe.core.illumination import plate_key
+from cellpipe.core.tables import write_table
 from cellpipe.data.build import make_eval_dataset
 from cellpipe.data.normalize import make_normalizer
 from cellpipe.inference.predict import _data_params, load_run, resolve_device, tta_settings
@@ -42,11 +43,11 @@ def meta_columns(df: pd.DataFrame) -> List[str]:
     return [c for c in df.columns if c.startswith("Metadata_")]
 
 
-def metadata(table: pd.DataFrame, source, controls: pd.Series) -> pd.DataFrame:
+def metadata(table: pd.DataFrame, source, controls: pd.Series, plates: pd.Series) -> pd.DataFrame:
     """The sample table as Metadata_* columns: plate (the plate key), well, id, label, group, control."""
     well_col = source.well_column
     out = pd.DataFrame({
-        PLATE: table.apply(lambda r: plate_key(r, source.plate_columns), axis=1) if len(table) else [],
+        PLATE: plates.to_numpy(),
         WELL: table[well_col].astype(str).to_numpy() if well_col else table["id"].to_numpy(),
         SAMPLE: table["id"].to_numpy(), LABEL: table["label"].to_numpy(),
         BATCH: table["group"].astype(str).to_numpy(), CONTROL: controls.to_numpy(bool)})
@@ -83,14 +84,14 @@ def profile_rows(source) -> pd.DataFrame:
     return rows.drop_duplicates("id").reset_index(drop=True)
 
 
-def check_controls(plates: pd.Series, controls: pd.Series, needed: int) -> None:
-    """Every plate has ``needed`` control samples (checked before hours of embedding, not after)."""
-    counts = controls.groupby(plates).sum()
+def check_controls(plates: pd.Series, controls: pd.Series, needed: int, unit: str = "sample",
+                   where: str = "", hint: str = "") -> None:
+    """Every plate has ``needed`` control samples (the export checks before hours of embedding)."""
+    counts = controls.astype(bool).groupby(plates.to_numpy()).sum()
     few = counts[counts < needed]
     if len(few):
-        raise DataError(f"plate {few.index[0]!r} has {int(few.iloc[0])} control sample(s); the corrections need "
-                        f"{needed} per plate ({len(few)} plate(s) short: check --control_label / --control_query, "
-                        f"or --corrections none)")
+        raise DataError(f"{where}plate {few.index[0]!r} has {int(few.iloc[0])} control {unit}(s); the corrections "
+                        f"need {needed} per plate ({len(few)} plate(s) short{hint})")
 
 
 def plate_normalizer(dp: dict, source, rows: pd.DataFrame, payload: dict):
@@ -119,9 +120,7 @@ def export(model: str, out_dir, data_root=None, tta: Optional[str] = None, batch
     if len(runs) != 1:
         raise DataError(f"--model {model}: profiles come from one run; it holds {len(runs)} "
                         f"({', '.join(str(r) for r in runs[:3])}...)")
-    run_dir, out_dir = runs[0], Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise DataError(f"{out_dir} is not empty; pass --overwrite to replace it (its contents go)")
+    run_dir, out_dir = runs[0], fsutil.check_replaceable(out_dir, overwrite)
     if aggregate not in ("mean", "median"):
         raise DataError(f"--aggregate must be mean or median, got {aggregate!r}")
     device = resolve_device(device)
@@ -141,7 +140,8 @@ def export(model: str, out_dir, data_root=None, tta: Optional[str] = None, batch
     controls = control_mask(rows, source, control_label, control_query)
     plates = rows.apply(lambda r: plate_key(r, source.plate_columns), axis=1) if len(rows) else pd.Series([], dtype=str)
     if min_controls:
-        check_controls(plates, controls, min_controls)
+        check_controls(plates, controls, min_controls,
+                       hint=": check --control_label / --control_query, or --corrections none")
     shared = plate_normalizer(dp, source, rows, payload)
     context = context_spec(payload["model_params"])
     channels = list(range(1, source.n_channels + 1))
@@ -150,7 +150,8 @@ def export(model: str, out_dir, data_root=None, tta: Optional[str] = None, batch
     with fsutil.staged_dir(out_dir) as staged:
         for plate, idx in tqdm(plates.groupby(plates, sort=True).groups.items(), desc="plates", unit="plate"):
             table = rows.loc[idx].reset_index(drop=True)
-            plate_meta = metadata(table, source, controls.loc[idx].reset_index(drop=True))
+            plate_meta = metadata(table, source, controls.loc[idx].reset_index(drop=True),
+                                  plates.loc[idx].reset_index(drop=True))
             normalizer = shared or make_normalizer(dp, source, [table], state=payload.get("normalization"),
                                                    workers=0)
             # wells that lack a site (a failed acquisition) are embedded from the sites they have
@@ -174,7 +175,7 @@ def export(model: str, out_dir, data_root=None, tta: Optional[str] = None, batch
                                    pd.DataFrame({SITE: np.tile(list(site_set), len(sub))})], axis=1)
                 parts.append(pd.concat([sites, pd.DataFrame(emb.reshape(-1, emb.shape[-1]), columns=names)], axis=1))
             site_df = pd.concat(parts, ignore_index=True)
-            write_parquet(site_df, site_file(staged, plate))
+            write_table(site_df, site_file(staged, plate))
             wells.append(pcm_aggregate(site_df, strata=[PLATE, WELL], features=names, operation=aggregate)
                          .merge(well_metadata(plate_meta), on=[PLATE, WELL], how="left"))
             n_sites += len(site_df)
@@ -182,9 +183,9 @@ def export(model: str, out_dir, data_root=None, tta: Optional[str] = None, batch
             peak, total = max(peak, size), total + size
             del site_df, parts
         wells = order(pd.concat(wells, ignore_index=True))
-        write_parquet(wells, staged / WELLS)
+        write_table(wells, staged / WELLS)
         treatments = aggregate_treatments(wells, aggregate)
-        write_parquet(treatments, staged / TREATMENTS)
+        write_table(treatments, staged / TREATMENTS)
         summary = {"run": str(run_dir), "source": dp["source"], "root": dp["root"], "plates": int(wells[PLATE].nunique()),
                    "wells": len(wells), "sites": n_sites, "features": len(feature_columns(wells)),
                    "controls": int(wells[CONTROL].sum()), "tta": views["tta"], "aggregate": aggregate,
@@ -235,20 +236,9 @@ def aggregate_treatments(wells: pd.DataFrame, operation: str = "mean") -> pd.Dat
 
 def site_file(out_dir, plate: str) -> Path:
     """A plate's per-site profiles, one folder per plate as the Cell Painting Gallery lays them out."""
-    return Path(out_dir) / SITES_DIR / folder(plate) / f"{folder(plate)}.parquet"
-
-
-def folder(plate: str) -> str:
     from cellpipe.prep.illumination import folder_name
 
-    return folder_name(plate)
-
-
-def write_parquet(df: pd.DataFrame, path: Path) -> Path:
-    path = Path(path)
-    with fsutil.atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False)
-    return path
+    return Path(out_dir) / SITES_DIR / folder_name(plate) / f"{folder_name(plate)}.parquet"
 
 
 def read_profiles(path) -> pd.DataFrame:

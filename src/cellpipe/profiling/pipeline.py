@@ -17,6 +17,7 @@ import pandas as pd
 
 from cellpipe.core import fsutil
 from cellpipe.core.errors import DataError
+from cellpipe.core.tables import write_table
 from cellpipe.profiling import embed
 from cellpipe.profiling.correct import METHODS, Correction
 from cellpipe.profiling.evaluate import evaluate, pca_png, table_text
@@ -52,8 +53,8 @@ def correct_and_evaluate(out_dir, corrections: Sequence[str], transforms: Option
             c.save(out_dir / TRANSFORMS)
         fixed = c.apply(wells)
         folder = out_dir / CORRECTED / method
-        embed.write_parquet(fixed, folder / embed.WELLS)
-        embed.write_parquet(embed.aggregate_treatments(fixed, aggregate), folder / embed.TREATMENTS)
+        write_table(fixed, folder / embed.WELLS)
+        write_table(embed.aggregate_treatments(fixed, aggregate), folder / embed.TREATMENTS)
         tables[method] = fixed
     if evaluate_profiles:
         per = []

@@ -270,7 +270,8 @@ SPLIT_SPELLING = {"train": "train", "training": "train", "valid": "valid", "val"
 def join_plate_map(table: pd.DataFrame, path: Path, label_column: str = "label") -> pd.DataFrame:
     """Labels (and any other column) of a plate map joined onto a table of wells (``plate``, ``well``):
     on plate and well when the map has a plate column, else on the well (one layout for every plate).
-    Wells the map lacks stay unlabelled; a ``split`` column is mapped to train/valid/test."""
+    Wells the map lacks stay unlabelled; a ``split`` column is mapped to train/valid/test, and wells
+    without one train when labelled and are test otherwise."""
     pm = read_table(path, text=PLATE_MAP_WELL + PLATE_MAP_PLATE)
     well = next((c for c in PLATE_MAP_WELL if c in pm.columns), None)
     if well is None:
@@ -291,8 +292,8 @@ def join_plate_map(table: pd.DataFrame, path: Path, label_column: str = "label")
     table = table.drop(columns=[c for c in ("label", "split") if c in table.columns and c in pm.columns])
     pm = pm[[c for c in pm.columns if c in keys or c not in table.columns]]
     out = table.merge(pm, on=keys, how="left")
-    if "split" in out.columns:
-        out["split"] = out["split"].where(out["split"].notna(), np.where(out["label"].notna(), "train", "test"))
+    default = np.where(out["label"].notna(), "train", "test")  # the map's own split where it gives one
+    out["split"] = out["split"].where(out["split"].notna(), default) if "split" in out.columns else default
     return out
 
 

@@ -93,10 +93,7 @@ class ImageXpressSource(Source):
         table = wells.assign(id=wells["plate"] + "_" + wells["well"], group=wells["plate"])
         if self.platemap is None:
             return table.assign(split="test", label=None)
-        out = join_plate_map(table, self.platemap, self.platemap_label)
-        if "split" not in out.columns:
-            out["split"] = out["label"].notna().map({True: "train", False: "test"})
-        return out
+        return join_plate_map(table, self.platemap, self.platemap_label)
 
     def image_files(self, row, site: int, channels: Sequence[int]):
         files, waves = self.files(), self._wavelengths

@@ -17,11 +17,9 @@ import pandas as pd
 from cellpipe.core.errors import DataError
 from cellpipe.core.tables import read_table
 from cellpipe.sources import SOURCES
-from cellpipe.sources.base import Source, map_split_values
+from cellpipe.sources.base import SPLIT_SPELLING, Source, map_split_values
 
 FILE_RE = re.compile(r"^r(\d+)c(\d+)f(\d+)p(\d+)-ch(\d+)sk\d+fk\d+fl\d+\.tiff?$", re.IGNORECASE)
-SPLITS = {"train": "train", "training": "train", "valid": "valid", "val": "valid", "validation": "valid",
-          "test": "test", "TRAIN": "train", "VAL": "valid", "TEST": "test"}
 
 
 def well_name(row: int, col: int) -> str:
@@ -98,7 +96,7 @@ class PhenixSource(Source):
         if len(dup):
             raise DataError(f"{self.plate_map}: well {dup.iloc[0]} is listed twice")
         if "split" in pm.columns:
-            pm["split"] = map_split_values(pm["split"], SPLITS, f"{self.plate_map} column 'split'")
+            pm["split"] = map_split_values(pm["split"], SPLIT_SPELLING, f"{self.plate_map} column 'split'")
         table = table.merge(pm, on="well", how="left", suffixes=("", "_map"))
         if "split" not in table.columns:
             table["split"] = "train"
